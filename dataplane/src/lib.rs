@@ -1,0 +1,34 @@
+//! Petrel's fast path.
+//!
+//! Layers, and the rule that dependencies point down only (STYLE.md):
+//!
+//! - [`wire`]: views over packet bytes (Ethernet … Geneve), never imports anything above it;
+//! - [`flow`]: one-pass flow-key extraction over `wire`;
+//! - [`action`]: header rewrites (VLAN push/pop, Geneve encap/decap) over any [`buf::PacketBuf`];
+//! - DPDK-backed parts, behind the `dpdk` feature: `mbuf` (owned packet
+//!   buffers and pools), `port` (EAL, ethdev ports, lcores), `pmd` (the
+//!   poll-mode threads and static forwarding), `config` and the `petreld` binary.
+//!
+//! `unsafe` is allowed only in `mbuf` and `port` (STYLE.md), each block with a
+//! `// SAFETY:` comment.
+//!
+//! Without the `dpdk` feature the crate builds with no C dependency at all, so
+//! `control/` and the benches can use it.
+#![deny(unsafe_code)]
+
+pub mod action;
+pub mod buf;
+pub mod drop;
+pub mod flow;
+pub mod wire;
+
+#[cfg(feature = "dpdk")]
+pub mod config;
+#[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
+pub mod mbuf;
+#[cfg(feature = "dpdk")]
+pub mod pmd;
+#[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
+pub mod port;

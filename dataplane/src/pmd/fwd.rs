@@ -1,0 +1,442 @@
+//! The static forwarding engine: cross-connect, L2 bridge, VLAN trunks and
+//! Geneve tunnel ports, run to completion per packet.
+//!
+//! Per packet: strip and check the input port's VLAN tag; extract the flow
+//! key (malformed frames are dropped with their reason); terminate Geneve
+//! addressed to one of our tunnel IPs on an uplink (the inner frame continues
+//! as if received on the tunnel port); choose outputs by the port's role;
+//! for each output push its VLAN tag or encapsulate, and batch for transmit.
+//!
+//! A cross-connect between two plain ports does not parse at all: it is a
+//! wire, like testpmd's io mode. Everything else parses every frame.
+//!
+//! Invariants: every mbuf taken from a burst ends in exactly one tx batch or
+//! is dropped (freed) with one [`DropReason`] counted; nothing here
+//! allocates; flooding copies into pool mbufs, never the heap.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::action::geneve::{geneve_decap, geneve_encap, verify_outer_checksums, GeneveTunnel, GeneveTunnelConfig};
+use crate::action::vlan::{vlan_pop, vlan_push};
+use crate::buf::PacketBuf;
+use crate::config::{Plan, PortKind, Role};
+use crate::drop::DropReason;
+use crate::flow::{extract, FlowKey};
+use crate::mbuf::{Burst, Mbuf, Mempool, BURST};
+use crate::port::QueueHandle;
+use crate::wire::ChecksumCaps;
+
+use super::mactable::MacTable;
+use super::stats::Counters;
+
+/// Capacity of a port's tx batch: two bursts, so a full burst can be queued
+/// behind a partial one without flushing mid-burst.
+const TX_BATCH: usize = 2 * BURST;
+const ETH_P_8021Q: u16 = 0x8100;
+/// Learned MAC entries expire after this many seconds (OVS's default is 300).
+const MAC_AGE_SECS: u64 = 300;
+/// MAC table slots per bridge per PMD.
+const MAC_TABLE_SIZE: usize = 4096;
+
+/// How a port sends.
+#[derive(Debug)]
+enum Out {
+    /// Transmit on this DPDK port's tx queue.
+    Eth,
+    /// Encapsulate and transmit on the uplink.
+    Geneve { uplink: usize, tun: GeneveTunnel, ingress_key: u16, egress_key: u16 },
+}
+
+#[derive(Debug)]
+struct RtPort {
+    role: Role,
+    vlan: Option<u16>,
+    out: Out,
+    /// A cross-connect that needs no parsing (neither side tags or tunnels).
+    raw_xconnect: Option<usize>,
+    /// This port carries tunnels: (local IP as 16 bytes, IPv4-mapped), first of them.
+    local_ips: [Option<[u8; 16]>; 4],
+    /// Tunnels on this uplink: (remote IP, VNI, tunnel port index).
+    n_tunnels: usize,
+}
+
+#[derive(Debug)]
+struct TxPort {
+    q: Option<QueueHandle>,
+    pending: Burst<TX_BATCH>,
+    /// TSC of the oldest pending packet.
+    since: u64,
+}
+
+/// One PMD's forwarding state.
+#[derive(Debug)]
+pub struct Engine {
+    ports: Vec<RtPort>,
+    tx: Vec<TxPort>,
+    tunnels: Vec<(usize, [u8; 16], u32, usize)>,
+    bridges: Vec<(Vec<usize>, MacTable)>,
+    pool: Arc<Mempool>,
+    caps: ChecksumCaps,
+    drain_ticks: u64,
+    key: FlowKey,
+    counters: Counters,
+}
+
+fn ip16(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl Engine {
+    /// Builds the engine for one PMD.
+    ///
+    /// `queues[i]` is this PMD's queue handle for plan port `i` (DPDK ports
+    /// only), `macs[i]` that port's MAC address.
+    ///
+    /// # Errors
+    /// If a tunnel cannot be built from the plan, or an uplink carries more
+    /// tunnel IPs than supported.
+    pub fn new(
+        plan: &Plan,
+        queues: &[Option<QueueHandle>],
+        macs: &[[u8; 6]],
+        pool: Arc<Mempool>,
+        tsc_hz: u64,
+    ) -> Result<Self, String> {
+        let n = plan.ports.len();
+        let mut ports = Vec::with_capacity(n);
+        let mut tunnels = Vec::new();
+        for (i, p) in plan.ports.iter().enumerate() {
+            let out = match &p.kind {
+                PortKind::Dpdk { .. } => Out::Eth,
+                PortKind::Geneve(g) => {
+                    let tun = GeneveTunnel::new(GeneveTunnelConfig {
+                        src_mac: macs[g.uplink],
+                        dst_mac: g.remote_mac,
+                        src_ip: g.local,
+                        dst_ip: g.remote,
+                        vni: g.vni,
+                        ttl: g.ttl,
+                        dst_port: crate::wire::geneve::UDP_PORT,
+                    })
+                    .map_err(|e| format!("geneve port {}: {e}", p.name))?;
+                    tunnels.push((g.uplink, ip16(g.remote), g.vni, i));
+                    Out::Geneve { uplink: g.uplink, tun, ingress_key: g.ingress_key, egress_key: g.egress_key }
+                }
+            };
+            ports.push(RtPort {
+                role: p.role,
+                vlan: p.vlan,
+                out,
+                raw_xconnect: None,
+                local_ips: [None; 4],
+                n_tunnels: 0,
+            });
+        }
+        for p in &plan.ports {
+            if let PortKind::Geneve(g) = &p.kind {
+                let up = &mut ports[g.uplink];
+                up.n_tunnels += 1;
+                let ip = ip16(g.local);
+                if !up.local_ips.contains(&Some(ip)) {
+                    let slot = up
+                        .local_ips
+                        .iter_mut()
+                        .find(|s| s.is_none())
+                        .ok_or_else(|| format!("geneve port {}: more than 4 local IPs on one uplink", p.name))?;
+                    *slot = Some(ip);
+                }
+            }
+        }
+        for i in 0..n {
+            if let Role::Xconnect(o) = ports[i].role {
+                let plain = |p: &RtPort| p.vlan.is_none() && matches!(p.out, Out::Eth) && p.n_tunnels == 0;
+                if plain(&ports[i]) && plain(&ports[o]) {
+                    ports[i].raw_xconnect = Some(o);
+                }
+            }
+        }
+        let max_age = tsc_hz.saturating_mul(MAC_AGE_SECS);
+        let bridges = plan
+            .bridges
+            .iter()
+            .map(|b| {
+                let mut t = MacTable::new(MAC_TABLE_SIZE, max_age);
+                for (mac, port) in &b.static_macs {
+                    t.insert_static(*mac, u16::try_from(*port).expect("port index fits u16 (checked at setup)"));
+                }
+                (b.ports.clone(), t)
+            })
+            .collect();
+        let tx = (0..n)
+            .map(|i| TxPort { q: queues.get(i).copied().flatten(), pending: Burst::default(), since: 0 })
+            .collect();
+        Ok(Engine {
+            ports,
+            tx,
+            tunnels,
+            bridges,
+            pool,
+            caps: ChecksumCaps::software(),
+            drain_ticks: plan.tx_drain_us.saturating_mul(tsc_hz) / 1_000_000,
+            key: FlowKey::default(),
+            counters: Counters::new(n),
+        })
+    }
+
+    /// The engine's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Adds to the busy-cycle counter.
+    #[inline]
+    pub fn add_busy(&mut self, ticks: u64) {
+        self.counters.busy_cycles += ticks;
+    }
+
+    /// Adds to the idle-cycle counter.
+    #[inline]
+    pub fn add_idle(&mut self, ticks: u64) {
+        self.counters.idle_cycles += ticks;
+    }
+
+    /// Runs every packet of a received burst to completion.
+    #[inline]
+    pub fn process_burst(&mut self, port: usize, burst: &mut Burst<BURST>, now: u64) {
+        let n = burst.len();
+        self.counters.rx_bursts += 1;
+        self.counters.rx_packets += n as u64;
+        const PREFETCH: usize = 3;
+        for i in 0..n.min(PREFETCH) {
+            if let Some(m) = burst.get(i) {
+                m.prefetch_data();
+            }
+        }
+        for i in 0..n {
+            if let Some(m) = burst.get(i + PREFETCH) {
+                m.prefetch_data();
+            }
+            if let Some(m) = burst.take(i) {
+                self.process(port, m, now);
+            }
+        }
+    }
+
+    #[inline]
+    fn drop_pkt(&mut self, in_port: usize, m: Mbuf, why: DropReason) {
+        self.counters.drops[why.index()] += 1;
+        self.counters.ports[in_port].drops += 1;
+        drop(m);
+    }
+
+    #[inline]
+    fn process(&mut self, in_port: usize, mut m: Mbuf, now: u64) {
+        {
+            let c = &mut self.counters.ports[in_port];
+            c.rx_packets += 1;
+            c.rx_bytes += u64::from(m.pkt_len());
+        }
+        if let Some(o) = self.ports[in_port].raw_xconnect {
+            self.enqueue(o, m, now);
+            return;
+        }
+        if m.nb_segs() != 1 {
+            return self.drop_pkt(in_port, m, DropReason::MultiSegment);
+        }
+        if let Some(tag) = self.ports[in_port].vlan {
+            let d = m.data();
+            let tagged = d.len() >= 18 && u16::from_be_bytes([d[12], d[13]]) == ETH_P_8021Q;
+            if !tagged || u16::from_be_bytes([d[14], d[15]]) & 0x0fff != tag {
+                return self.drop_pkt(in_port, m, DropReason::VlanMismatch);
+            }
+            if let Err(why) = vlan_pop(&mut m) {
+                return self.drop_pkt(in_port, m, why);
+            }
+        }
+        let in_port_u32 = u32::try_from(in_port).unwrap_or(u32::MAX);
+        let layout = match extract(m.data(), in_port_u32, &mut self.key) {
+            Ok(l) => l,
+            Err(why) => return self.drop_pkt(in_port, m, why),
+        };
+        let mut port = in_port;
+        if self.ports[in_port].n_tunnels > 0
+            && layout.is_geneve()
+            && self.ports[in_port].local_ips.contains(&Some(self.key.nw_dst))
+        {
+            // Virtual devices verify nothing; OVS checks outer checksums before decap too.
+            if let Err(why) = verify_outer_checksums(&m, &layout, &self.caps) {
+                return self.drop_pkt(in_port, m, why);
+            }
+            let meta = match geneve_decap(&mut m, &layout) {
+                Ok(meta) => meta,
+                Err(why) => return self.drop_pkt(in_port, m, why),
+            };
+            let src = ip16(meta.outer_src);
+            let Some(&(_, _, _, tun)) =
+                self.tunnels.iter().find(|(up, r, vni, _)| *up == in_port && *r == src && *vni == meta.vni)
+            else {
+                return self.drop_pkt(in_port, m, DropReason::GeneveUnknownTunnel);
+            };
+            port = tun;
+            {
+                let c = &mut self.counters.ports[tun];
+                c.rx_packets += 1;
+                c.rx_bytes += u64::from(m.pkt_len());
+            }
+            let tun_u32 = u32::try_from(tun).unwrap_or(u32::MAX);
+            if let Err(why) = extract(m.data(), tun_u32, &mut self.key) {
+                return self.drop_pkt(tun, m, why);
+            }
+            meta.apply_to(&mut self.key);
+        }
+        match self.ports[port].role {
+            Role::None => self.drop_pkt(port, m, DropReason::NoOutput),
+            Role::Xconnect(o) => self.output(port, o, m, now),
+            Role::Bridge(b) => self.switch(port, b, m, now),
+        }
+    }
+
+    #[inline]
+    fn switch(&mut self, port: usize, b: usize, m: Mbuf, now: u64) {
+        let (src, dst) = (self.key.dl_src, self.key.dl_dst);
+        let port16 = u16::try_from(port).unwrap_or(u16::MAX);
+        let (members, table) = &mut self.bridges[b];
+        table.learn(src, port16, now);
+        if dst[0] & 1 == 0 {
+            if let Some(o) = table.lookup(&dst, now) {
+                let o = usize::from(o);
+                if o == port {
+                    return self.drop_pkt(port, m, DropReason::Hairpin);
+                }
+                return self.output(port, o, m, now);
+            }
+        }
+        // Broadcast, multicast or unknown unicast: flood to every other member.
+        // The last member gets the original; the others get copies, because
+        // outputs may rewrite headers (VLAN push, encap).
+        let n = members.len();
+        let mut last = None;
+        for k in 0..n {
+            let o = self.bridges[b].0[k];
+            if o == port {
+                continue;
+            }
+            if let Some(prev) = last.replace(o) {
+                match m.copy(&self.pool) {
+                    Some(c) => self.output(port, prev, c, now),
+                    None => {
+                        self.counters.drops[DropReason::NoMbuf.index()] += 1;
+                        self.counters.ports[port].drops += 1;
+                    }
+                }
+            }
+        }
+        match last {
+            Some(o) => self.output(port, o, m, now),
+            None => self.drop_pkt(port, m, DropReason::NoOutput),
+        }
+    }
+
+    #[inline]
+    fn output(&mut self, in_port: usize, o: usize, mut m: Mbuf, now: u64) {
+        match &self.ports[o].out {
+            Out::Eth => {
+                if let Some(tag) = self.ports[o].vlan {
+                    if let Err(why) = vlan_push(&mut m, ETH_P_8021Q, tag) {
+                        return self.drop_pkt(in_port, m, why);
+                    }
+                }
+                self.enqueue(o, m, now);
+            }
+            Out::Geneve { uplink, tun, ingress_key, egress_key } => {
+                let uplink = *uplink;
+                if let Err(why) = geneve_encap(&mut m, tun, *ingress_key, *egress_key, self.key.hash(), &self.caps) {
+                    return self.drop_pkt(in_port, m, why);
+                }
+                let c = &mut self.counters.ports[o];
+                c.tx_packets += 1;
+                c.tx_bytes += u64::from(m.pkt_len());
+                if let Some(tag) = self.ports[uplink].vlan {
+                    if let Err(why) = vlan_push(&mut m, ETH_P_8021Q, tag) {
+                        return self.drop_pkt(in_port, m, why);
+                    }
+                }
+                self.enqueue(uplink, m, now);
+            }
+        }
+    }
+
+    #[inline]
+    fn enqueue(&mut self, o: usize, m: Mbuf, now: u64) {
+        if self.tx[o].pending.room() == 0 {
+            self.flush(o);
+        }
+        let tx = &mut self.tx[o];
+        if tx.pending.is_empty() {
+            tx.since = now;
+        }
+        if let Err(m) = tx.pending.push(m) {
+            // Unreachable after a flush (which always empties the batch), but
+            // never lose track of a packet.
+            self.counters.drops[DropReason::TxFull.index()] += 1;
+            drop(m);
+        }
+        if self.tx[o].pending.len() >= BURST {
+            self.flush(o);
+        }
+    }
+
+    /// Sends port `o`'s batch; retries once, then frees and counts what the
+    /// device would not take. Always leaves the batch empty.
+    #[inline]
+    fn flush(&mut self, o: usize) {
+        let tx = &mut self.tx[o];
+        let n = tx.pending.len();
+        if n == 0 {
+            return;
+        }
+        let Some(q) = tx.q else {
+            tx.pending.clear();
+            self.counters.drops[DropReason::TxFull.index()] += n as u64;
+            return;
+        };
+        // Byte counts must be read before DPDK owns the mbufs.
+        let mut bytes = [0u32; TX_BATCH];
+        for (i, b) in bytes.iter_mut().enumerate().take(n) {
+            *b = tx.pending.get(i).map_or(0, Mbuf::pkt_len);
+        }
+        let mut sent = q.tx_burst(&mut tx.pending);
+        if sent < n {
+            sent += q.tx_burst(&mut tx.pending);
+        }
+        let left = tx.pending.len();
+        tx.pending.clear();
+        let c = &mut self.counters.ports[o];
+        c.tx_packets += sent as u64;
+        c.tx_bytes += bytes[..sent].iter().map(|b| u64::from(*b)).sum::<u64>();
+        c.tx_drops += left as u64;
+        self.counters.drops[DropReason::TxFull.index()] += left as u64;
+    }
+
+    /// Flushes every batch whose oldest packet has waited the drain interval.
+    #[inline]
+    pub fn flush_due(&mut self, now: u64) {
+        for o in 0..self.tx.len() {
+            let tx = &self.tx[o];
+            if !tx.pending.is_empty() && now.wrapping_sub(tx.since) >= self.drain_ticks {
+                self.flush(o);
+            }
+        }
+    }
+
+    /// Flushes every batch (at exit).
+    pub fn flush_all(&mut self, _now: u64) {
+        for o in 0..self.tx.len() {
+            self.flush(o);
+        }
+    }
+}
