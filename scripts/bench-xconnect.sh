@@ -40,19 +40,19 @@ run_testpmd() {
     timeout -s INT $((DURATION + 3)) dpdk-testpmd $EAL_COMMON -l "$MAIN_CORE,$SUT_CORE" --main-lcore "$MAIN_CORE" \
         --vdev "net_null0,size=$SIZE" --vdev "net_null1,size=$SIZE" -- \
         --forward-mode=io --nb-cores=1 --stats-period 1 --rxd=1024 --txd=1024 2>&1 |
-        awk '/Port statistics/ {if (n) print s; s=0; n++} /Tx-pps:/ {s+=$2} END {}'
+        awk '/Port statistics/ {if (n) print s; s=0; n++} /Tx-pps:/ {s+=$2} END {}' || true
 }
 run_petreld() {
     timeout -s INT $((DURATION + 3)) "$PETRELD" --eal-args "$EAL_COMMON -l $MAIN_CORE" --pmd-cores "$SUT_CORE" \
         --port "a=dpdk,devargs=net_null0,size=$SIZE" --port "b=dpdk,devargs=net_null1,size=$SIZE" \
         --xconnect a:b --stats-interval 1 2>&1 |
-        awk '/^port a / {s=$6} /^port b / {print s+$6}'
+        awk '/^port a / {s=$7} /^port b / {print s+$7}' || true
 }
 
 printf 'sut\trep\tmpps\n' > "$OUT"
 for rep in $(seq 1 "$REPS"); do
     for sut in testpmd petreld; do
-        v=$("run_$sut" | tail -n +$((WARMUP + 1)) | head -n "$DURATION" | median)
+        v=$("run_$sut" | tail -n +$((WARMUP + 1)) | head -n "$DURATION" | median || true)
         mpps=$(awk -v v="$v" 'BEGIN {printf "%.2f", v/1e6}')
         printf '%s\t%s\t%s\n' "$sut" "$rep" "$mpps" >> "$OUT"
         echo "rep $rep $sut: $mpps Mpps" >&2

@@ -65,6 +65,8 @@ struct RtPort {
 struct TxPort {
     q: Option<QueueHandle>,
     pending: Burst<TX_BATCH>,
+    /// Bytes of the pending packets (so a flush need not read them again).
+    pending_bytes: u64,
     /// TSC of the oldest pending packet.
     since: u64,
 }
@@ -172,7 +174,7 @@ impl Engine {
             })
             .collect();
         let tx = (0..n)
-            .map(|i| TxPort { q: queues.get(i).copied().flatten(), pending: Burst::default(), since: 0 })
+            .map(|i| TxPort { q: queues.get(i).copied().flatten(), pending: Burst::default(), pending_bytes: 0, since: 0 })
             .collect();
         Ok(Engine {
             ports,
@@ -210,6 +212,9 @@ impl Engine {
         let n = burst.len();
         self.counters.rx_bursts += 1;
         self.counters.rx_packets += n as u64;
+        if let Some(o) = self.ports[port].raw_xconnect {
+            return self.wire_burst(port, o, burst, now);
+        }
         const PREFETCH: usize = 3;
         for i in 0..n.min(PREFETCH) {
             if let Some(m) = burst.get(i) {
@@ -226,6 +231,46 @@ impl Engine {
         }
     }
 
+    /// A plain cross-connect: the burst goes out as it came, straight from
+    /// the rx array when nothing is queued ahead of it (testpmd's io mode).
+    #[inline]
+    fn wire_burst(&mut self, port: usize, o: usize, burst: &mut Burst<BURST>, now: u64) {
+        let n = burst.len();
+        let bytes: u64 = (0..n).filter_map(|i| burst.get(i)).map(|m| u64::from(m.pkt_len())).sum();
+        let c = &mut self.counters.ports[port];
+        c.rx_packets += n as u64;
+        c.rx_bytes += bytes;
+        let tx = &mut self.tx[o];
+        match tx.q {
+            Some(q) if tx.pending.is_empty() => {
+                let mut sent = q.tx_burst(burst);
+                if sent < n {
+                    sent += q.tx_burst(burst);
+                }
+                // What the device refused is still ours: count and free it.
+                let (left, left_bytes) = (burst.len(), Self::bytes_of(burst));
+                burst.clear();
+                let c = &mut self.counters.ports[o];
+                c.tx_packets += sent as u64;
+                c.tx_bytes += bytes - left_bytes;
+                c.tx_drops += left as u64;
+                self.counters.drops[DropReason::TxFull.index()] += left as u64;
+            }
+            _ => {
+                for i in 0..n {
+                    if let Some(m) = burst.take(i) {
+                        self.enqueue(o, m, now);
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn bytes_of<const N: usize>(b: &Burst<N>) -> u64 {
+        (0..b.len()).filter_map(|i| b.get(i)).map(|m| u64::from(m.pkt_len())).sum()
+    }
+
     #[inline]
     fn drop_pkt(&mut self, in_port: usize, m: Mbuf, why: DropReason) {
         self.counters.drops[why.index()] += 1;
@@ -239,10 +284,6 @@ impl Engine {
             let c = &mut self.counters.ports[in_port];
             c.rx_packets += 1;
             c.rx_bytes += u64::from(m.pkt_len());
-        }
-        if let Some(o) = self.ports[in_port].raw_xconnect {
-            self.enqueue(o, m, now);
-            return;
         }
         if m.nb_segs() != 1 {
             return self.drop_pkt(in_port, m, DropReason::MultiSegment);
@@ -379,6 +420,7 @@ impl Engine {
         if tx.pending.is_empty() {
             tx.since = now;
         }
+        tx.pending_bytes += u64::from(m.pkt_len());
         if let Err(m) = tx.pending.push(m) {
             // Unreachable after a flush (which always empties the batch), but
             // never lose track of a packet.
@@ -399,25 +441,20 @@ impl Engine {
         if n == 0 {
             return;
         }
-        let Some(q) = tx.q else {
-            tx.pending.clear();
-            self.counters.drops[DropReason::TxFull.index()] += n as u64;
-            return;
-        };
-        // Byte counts must be read before DPDK owns the mbufs.
-        let mut bytes = [0u32; TX_BATCH];
-        for (i, b) in bytes.iter_mut().enumerate().take(n) {
-            *b = tx.pending.get(i).map_or(0, Mbuf::pkt_len);
+        let bytes = std::mem::take(&mut tx.pending_bytes);
+        let mut sent = 0;
+        if let Some(q) = tx.q {
+            sent = q.tx_burst(&mut tx.pending);
+            if sent < n {
+                sent += q.tx_burst(&mut tx.pending);
+            }
         }
-        let mut sent = q.tx_burst(&mut tx.pending);
-        if sent < n {
-            sent += q.tx_burst(&mut tx.pending);
-        }
-        let left = tx.pending.len();
+        // What is left is still ours (a port without a queue keeps all of it).
+        let (left, left_bytes) = (tx.pending.len(), Self::bytes_of(&tx.pending));
         tx.pending.clear();
         let c = &mut self.counters.ports[o];
         c.tx_packets += sent as u64;
-        c.tx_bytes += bytes[..sent].iter().map(|b| u64::from(*b)).sum::<u64>();
+        c.tx_bytes += bytes - left_bytes;
         c.tx_drops += left as u64;
         self.counters.drops[DropReason::TxFull.index()] += left as u64;
     }
