@@ -174,7 +174,12 @@ impl Engine {
             })
             .collect();
         let tx = (0..n)
-            .map(|i| TxPort { q: queues.get(i).copied().flatten(), pending: Burst::default(), pending_bytes: 0, since: 0 })
+            .map(|i| TxPort {
+                q: queues.get(i).copied().flatten(),
+                pending: Burst::default(),
+                pending_bytes: 0,
+                since: 0,
+            })
             .collect();
         Ok(Engine {
             ports,
