@@ -129,4 +129,24 @@ drop_reasons! {
     Hairpin => "hairpin",
     /// A copy for flooding could not be made: the mbuf pool was empty.
     NoMbuf => "no_mbuf",
+
+    // ---- table runtime (table::exec) ----
+    /// The packet reached a construct the tables cannot run (refused by the compiler, never approximated).
+    Unsupported => "unsupported",
+    /// The packet arrived on a port that is bound to no logical port.
+    NotBound => "not_bound",
+    /// No rule of a stage matched (an OpenFlow table miss).
+    StageMiss => "stage_miss",
+    /// An explicit `drop;` action.
+    Explicit => "explicit",
+    /// Output to the logical inport without `flags.loopback`.
+    Loopback => "loopback",
+    /// The logical outport (or a group member) is bound nowhere.
+    NoBinding => "no_binding",
+    /// A Geneve packet for a datapath (VNI) this node does not know.
+    UnknownDatapath => "unknown_datapath",
+    /// The pipeline walk exceeded its step or depth bound.
+    PipelineTooDeep => "pipeline_too_deep",
+    /// One packet produced more outputs than the executor holds.
+    TooManyOutputs => "too_many_outputs",
 }

@@ -5,6 +5,8 @@
 //! - [`wire`]: views over packet bytes (Ethernet … Geneve), never imports anything above it;
 //! - [`flow`]: one-pass flow-key extraction over `wire`;
 //! - [`action`]: header rewrites (VLAN push/pop, Geneve encap/decap) over any [`buf::PacketBuf`];
+//! - [`table`]: the tables contract with `control/` (datapaths, pipelines, stages, rules,
+//!   actions, bindings) and the pipeline executor;
 //! - DPDK-backed parts, behind the `dpdk` feature: `mbuf` (owned packet
 //!   buffers and pools), `port` (EAL, ethdev ports, lcores), `pmd` (the
 //!   poll-mode threads and static forwarding), `config` and the `petreld` binary.
@@ -20,6 +22,7 @@ pub mod action;
 pub mod buf;
 pub mod drop;
 pub mod flow;
+pub mod table;
 pub mod wire;
 
 #[cfg(feature = "dpdk")]

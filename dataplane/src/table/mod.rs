@@ -1,0 +1,315 @@
+//! The tables contract: what `petrel-ovn` compiles OVN's logical flows into
+//! and what `petreld` runs. This module is the only place it is defined.
+//!
+//! A [`Snapshot`] is immutable. It holds logical [`Datapath`]s (one per
+//! `Datapath_Binding`), each with an ingress and an egress [`Pipeline`] of
+//! [`Stage`]s; a stage is a priority classifier of [`Rule`]s over a [`Key`]
+//! (packet fields + OVN logical metadata) whose actions ([`Action`]) rewrite
+//! the key, continue at a later stage, output, clone, meter, mirror, drop
+//! with a reason or punt to the slow path. The physical side is explicit
+//! too: which local port is which logical port ([`LocalPort`]), where each
+//! logical port lives ([`Binding`]: a local port, a remote chassis reached
+//! by Geneve, or a localnet VLAN on an uplink) and multicast groups.
+//!
+//! Semantics follow ovn-controller's OpenFlow translation
+//! (`controller/physical.c`, ovn-architecture(7) "Architectural Physical
+//! Life Cycle of a Packet"); [`exec`] runs them and documents each step.
+//!
+//! Conntrack (`ct_next`, `ct_commit`, `ct_lb`, …) has no action here yet: the
+//! compiler refuses flows that use it, turning them into
+//! `Drop { reason: Unsupported }` with a report, so nothing is approximated.
+//! The place for it is a `Ct` action that recirculates into a given stage.
+
+pub mod exec;
+pub mod key;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::drop::DropReason;
+pub use key::{Field, Key, Meta, MLF_ALLOW_LOOPBACK, REG_FLAGS, REG_INPORT, REG_OUTPORT};
+
+/// Multicast group keys start here (OVN: egress keys ≥ 32768 are groups).
+pub const MC_GROUP_MIN: u32 = 32768;
+
+/// Why a packet goes to the slow path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlowPathReason {
+    /// An ARP reply to generate (`arp { … }`).
+    Arp,
+    /// A neighbour advertisement to generate (`nd_na { … }`).
+    NdNa,
+    /// An ICMP error to generate (`icmp4 { … }`, `icmp6 { … }`).
+    Icmp,
+    /// A TCP reset to generate (`tcp_reset { … }`).
+    TcpReset,
+    /// `put_dhcp_opts` / `put_dhcpv6_opts`.
+    Dhcp,
+    /// MAC learning (`put_fdb`, `put_arp`, `put_nd`).
+    Learn,
+}
+
+/// One action of a rule. Rules' action lists are shared (`Arc`), so a
+/// snapshot rebuild that keeps a rule keeps its actions without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Continue at this stage of the current pipeline (OVN `next;` is the
+    /// following stage). Must be later than the current stage.
+    Next(u16),
+    /// `field = value` under `mask` (OVN `eth.dst = …;`, `reg0[0..7] = 5;`).
+    Set {
+        /// Destination.
+        field: Field,
+        /// Value, aligned like the field (see [`Field::get`]).
+        value: u128,
+        /// Which bits to write.
+        mask: u128,
+    },
+    /// `dst = src` (whole fields of equal width).
+    Move {
+        /// Source field.
+        src: Field,
+        /// Destination field.
+        dst: Field,
+    },
+    /// `a <-> b` (whole fields of equal width).
+    Exchange(Field, Field),
+    /// Push an 802.1Q tag with this TCI.
+    PushVlan(u16),
+    /// Pop the outer VLAN tag.
+    PopVlan,
+    /// `output;`: in the ingress pipeline, hand the packet to `outport`
+    /// (egress pipeline, tunnel or group); in the egress pipeline, deliver it.
+    Output,
+    /// Run these actions on a copy of the packet, then continue here.
+    Clone(Arc<[Action]>),
+    /// Police with this meter.
+    Meter(u32),
+    /// Mirror with this session.
+    Mirror(u32),
+    /// Drop, counted under this reason. Refused constructs drop with
+    /// [`DropReason::Unsupported`].
+    Drop(DropReason),
+    /// Punt to the slow path, which builds a reply or learns.
+    SlowPath(SlowPathReason),
+}
+
+/// A rule of a stage: `key & mask == value` at `priority` runs `actions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Higher wins.
+    pub priority: u32,
+    /// Masked value to match (`value & !mask == 0`).
+    pub value: [u64; Key::WORDS],
+    /// Which key bits matter.
+    pub mask: [u64; Key::WORDS],
+    /// What to do.
+    pub actions: Arc<[Action]>,
+    /// Where it came from (first 64 bits of the logical flow UUID), for
+    /// trace, dumps and reports.
+    pub cookie: u64,
+}
+
+impl Rule {
+    /// A rule matching `fields` (field, value, mask) exactly as given.
+    pub fn new(priority: u32, matches: &[(Field, u128, u128)], actions: Vec<Action>, cookie: u64) -> Self {
+        let mut v = Key::default();
+        let mut m = Key::default();
+        for &(f, value, mask) in matches {
+            f.set(&mut v, value, mask);
+            f.set(&mut m, mask, u128::MAX);
+        }
+        let (value, mask) = (v.words(), m.words());
+        let mut value2 = [0u64; Key::WORDS];
+        for i in 0..Key::WORDS {
+            value2[i] = value[i] & mask[i];
+        }
+        Rule { priority, value: value2, mask, actions: actions.into(), cookie }
+    }
+
+    /// Whether `words` (a key's words) matches.
+    #[inline]
+    pub fn matches(&self, words: &[u64; Key::WORDS]) -> bool {
+        words.iter().zip(&self.mask).zip(&self.value).all(|((k, m), v)| k & m == *v)
+    }
+}
+
+/// One stage (logical table) of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Human name (`ls_in_port_sec_l2`), for dumps and trace.
+    pub name: String,
+    rules: Vec<Rule>,
+}
+
+impl Stage {
+    /// A stage with these rules.
+    pub fn new(name: impl Into<String>, rules: Vec<Rule>) -> Self {
+        let mut rules = rules;
+        // Highest priority first; equal priorities keep insertion order, so
+        // overlapping equal-priority rules resolve deterministically.
+        rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        Stage { name: name.into(), rules }
+    }
+
+    /// The rules, highest priority first.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The highest-priority rule matching `words`.
+    #[inline]
+    pub fn lookup(&self, words: &[u64; Key::WORDS]) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(words))
+    }
+}
+
+/// An ordered list of stages.
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    /// Stage `i` is OVN table `i` of this pipeline.
+    pub stages: Vec<Arc<Stage>>,
+}
+
+/// Where a logical port lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Binding {
+    /// On this node: `petreld` port index, with a VLAN tag for child ports.
+    Local {
+        /// `petreld` port index.
+        port: u16,
+        /// Tag to push (child port of a parent VIF).
+        vlan: Option<u16>,
+    },
+    /// On another chassis, reached through a Geneve tunnel.
+    Remote {
+        /// Index into [`Snapshot::chassis`].
+        chassis: u16,
+    },
+    /// A localnet port: a physical network on an uplink.
+    Localnet {
+        /// `petreld` port index of the uplink.
+        uplink: u16,
+        /// VLAN tag of the physical network, if any.
+        vlan: Option<u16>,
+    },
+}
+
+/// A logical datapath (logical switch or router).
+#[derive(Debug, Clone, Default)]
+pub struct Datapath {
+    /// `Datapath_Binding.tunnel_key` (the Geneve VNI).
+    pub key: u32,
+    /// Name, for dumps.
+    pub name: String,
+    /// The ingress pipeline.
+    pub ingress: Pipeline,
+    /// The egress pipeline.
+    pub egress: Pipeline,
+    /// Logical port key → where it lives.
+    pub ports: BTreeMap<u32, Binding>,
+    /// Multicast group key → member logical port keys.
+    pub groups: BTreeMap<u32, Arc<[u32]>>,
+    /// Logical port key → name, for dumps and trace.
+    pub port_names: BTreeMap<u32, String>,
+}
+
+/// What a local `petreld` port is in OVN terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalPort {
+    /// Datapath key.
+    pub datapath: u32,
+    /// Logical port key.
+    pub port: u32,
+}
+
+/// A remote chassis reachable by Geneve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChassis {
+    /// Chassis name.
+    pub name: String,
+    /// Its tunnel endpoint.
+    pub ip: IpAddr,
+}
+
+/// An immutable, complete table set.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Increases with every published change; cached flows of other
+    /// generations are invalid.
+    pub generation: u64,
+    /// Datapaths by key.
+    pub datapaths: BTreeMap<u32, Arc<Datapath>>,
+    /// By `petreld` port index: the logical port it is, if bound.
+    pub local_ports: Vec<Option<LocalPort>>,
+    /// Remote chassis, indexed by [`Binding::Remote`].
+    pub chassis: Vec<RemoteChassis>,
+}
+
+/// Why a snapshot was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, displaydoc::Display)]
+pub enum SnapshotError {
+    /// datapath {0}: stage {1} rule {2:#x}: `next` to stage {3}, which is not after it or does not exist
+    BadNext(u32, String, u64, u16),
+    /// datapath {0}: port {1} is bound to remote chassis {2}, which does not exist
+    UnknownChassis(u32, u32, u16),
+    /// local port {0} is bound to datapath {1}, which does not exist
+    UnknownDatapath(usize, u32),
+    /// datapath {0}: rule {1:#x}: {2} and {3} have different widths
+    WidthMismatch(u32, u64, String, String),
+}
+
+impl Snapshot {
+    /// Checks the invariants the executor relies on: `next` only moves
+    /// forward (so every walk ends), bindings point at things that exist,
+    /// moved fields have equal widths.
+    ///
+    /// # Errors
+    /// The first violation found.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        for (i, lp) in self.local_ports.iter().enumerate() {
+            if let Some(lp) = lp {
+                if !self.datapaths.contains_key(&lp.datapath) {
+                    return Err(SnapshotError::UnknownDatapath(i, lp.datapath));
+                }
+            }
+        }
+        for dp in self.datapaths.values() {
+            for (port, b) in &dp.ports {
+                if let Binding::Remote { chassis } = b {
+                    if usize::from(*chassis) >= self.chassis.len() {
+                        return Err(SnapshotError::UnknownChassis(dp.key, *port, *chassis));
+                    }
+                }
+            }
+            for p in [&dp.ingress, &dp.egress] {
+                for (si, st) in p.stages.iter().enumerate() {
+                    for r in st.rules() {
+                        check_actions(dp.key, st, si, p.stages.len(), r, &r.actions)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_actions(dp: u32, st: &Stage, si: usize, n: usize, r: &Rule, acts: &[Action]) -> Result<(), SnapshotError> {
+    for a in acts {
+        match a {
+            Action::Next(t) if usize::from(*t) <= si || usize::from(*t) >= n => {
+                return Err(SnapshotError::BadNext(dp, st.name.clone(), r.cookie, *t));
+            }
+            Action::Move { src, dst } | Action::Exchange(src, dst) if src.bits() != dst.bits() => {
+                return Err(SnapshotError::WidthMismatch(dp, r.cookie, format!("{src:?}"), format!("{dst:?}")));
+            }
+            Action::Clone(inner) => check_actions(dp, st, si, n, r, inner)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
