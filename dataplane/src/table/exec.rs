@@ -269,10 +269,14 @@ impl<T: Tracer> Walk<'_, T> {
                 Action::PushVlan(tci) => {
                     key.flow.vlan_tci[1] = key.flow.vlan_tci[0];
                     key.flow.vlan_tci[0] = tci | crate::flow::VLAN_CFI;
+                    key.flow.vlan_tpid = 0x8100;
                 }
                 Action::PopVlan => {
                     key.flow.vlan_tci[0] = key.flow.vlan_tci[1];
                     key.flow.vlan_tci[1] = 0;
+                    if key.flow.vlan_tci[0] == 0 {
+                        key.flow.vlan_tpid = 0;
+                    }
                 }
                 Action::Output => {
                     if egress {

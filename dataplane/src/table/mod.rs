@@ -20,6 +20,7 @@
 //! `Drop { reason: Unsupported }` with a report, so nothing is approximated.
 //! The place for it is a `Ct` action that recirculates into a given stage.
 
+pub mod commit;
 pub mod exec;
 pub mod key;
 
