@@ -32,7 +32,12 @@ const IPPROTO_UDP: u8 = 17;
 /// [`DropReason::Unsupported`] when a field differs that cannot be written
 /// (the packet may then be partly rewritten: drop it); `no_headroom` for a
 /// VLAN push without room.
-pub fn commit<B: PacketBuf + ?Sized>(buf: &mut B, layout: &Layout, orig: &FlowKey, new: &FlowKey) -> Result<(), DropReason> {
+pub fn commit<B: PacketBuf + ?Sized>(
+    buf: &mut B,
+    layout: &Layout,
+    orig: &FlowKey,
+    new: &FlowKey,
+) -> Result<(), DropReason> {
     if orig == new {
         return Ok(());
     }
@@ -164,7 +169,9 @@ fn commit_ipv4(d: &mut [u8], l3: usize, layout: &Layout, o: &FlowKey, n: &FlowKe
     if new_is_not_v4_mapped(&n.nw_src) || new_is_not_v4_mapped(&n.nw_dst) {
         return Err(DropReason::Unsupported);
     }
-    for (field_off, old, new) in [(12usize, &o.nw_src[12..16], &n.nw_src[12..16]), (16, &o.nw_dst[12..16], &n.nw_dst[12..16])] {
+    for (field_off, old, new) in
+        [(12usize, &o.nw_src[12..16], &n.nw_src[12..16]), (16, &o.nw_dst[12..16], &n.nw_dst[12..16])]
+    {
         if old != new {
             let hc = get16(d, l3 + 10);
             put16(d, l3 + 10, csum_update(hc, old, new));
@@ -237,7 +244,8 @@ fn commit_ports(d: &mut [u8], layout: &Layout, o: &FlowKey, n: &FlowKey, v4: boo
 fn commit_arp(d: &mut [u8], l3: usize, o: &FlowKey, n: &FlowKey) -> Result<(), DropReason> {
     // Ethernet/IPv4 ARP (extract refuses anything else): op 6..8, sha 8..14,
     // spa 14..18, tha 18..24, tpa 24..28.
-    if d.len() < l3 + 28 || o.tp_src != n.tp_src || o.tp_dst != n.tp_dst || o.nw_ttl != n.nw_ttl || o.nw_tos != n.nw_tos {
+    if d.len() < l3 + 28 || o.tp_src != n.tp_src || o.tp_dst != n.tp_dst || o.nw_ttl != n.nw_ttl || o.nw_tos != n.nw_tos
+    {
         return Err(DropReason::Unsupported);
     }
     if new_is_not_v4_mapped(&n.nw_src) || new_is_not_v4_mapped(&n.nw_dst) {
@@ -292,7 +300,8 @@ mod tests {
         let mut udp = vec![0x13, 0x88, 0x00, 0x35, 0, udp_len as u8, 0, 0];
         udp.extend_from_slice(payload);
         if csum {
-            let ph = checksum::pseudo_header(&"10.0.0.1".parse().unwrap(), &"10.0.0.2".parse().unwrap(), 17, udp_len as u32);
+            let ph =
+                checksum::pseudo_header(&"10.0.0.1".parse().unwrap(), &"10.0.0.2".parse().unwrap(), 17, udp_len as u32);
             let c = !checksum::combine(&[ph, checksum::data(&udp)]);
             udp[6..8].copy_from_slice(&c.to_be_bytes());
         }

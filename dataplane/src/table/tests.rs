@@ -55,8 +55,9 @@ fn switch() -> Snapshot {
             )),
         ],
     };
-    let egress =
-        Pipeline { stages: vec![Arc::new(Stage::new("ls_out_deliver", vec![Rule::new(0, &[], vec![Action::Output], 0xc0)]))] };
+    let egress = Pipeline {
+        stages: vec![Arc::new(Stage::new("ls_out_deliver", vec![Rule::new(0, &[], vec![Action::Output], 0xc0)]))],
+    };
     let mut ports = BTreeMap::new();
     ports.insert(1, Binding::Local { port: 0, vlan: None });
     ports.insert(2, Binding::Local { port: 1, vlan: Some(7) });
@@ -178,7 +179,10 @@ fn clone_works_on_a_copy_and_changes_after_next_persist() {
             10,
             &[inport(1)],
             vec![
-                Action::Clone(Arc::from(vec![Action::Set { field: Field::EthDst, value: MAC2, mask: ALL }, Action::Next(1)])),
+                Action::Clone(Arc::from(vec![
+                    Action::Set { field: Field::EthDst, value: MAC2, mask: ALL },
+                    Action::Next(1),
+                ])),
                 Action::Set { field: Field::EthDst, value: MAC3, mask: ALL },
                 Action::Next(1),
             ],
