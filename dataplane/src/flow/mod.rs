@@ -8,6 +8,8 @@
 //! has no uninitialised or padding bytes, so it can be hashed and compared
 //! as words.
 
+pub mod dpcls;
+pub mod emc;
 pub mod extract;
 pub mod key;
 #[cfg(test)]
