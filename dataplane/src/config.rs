@@ -67,6 +67,13 @@ pub struct Cli {
     /// Exit once packets have arrived and then none for MS milliseconds (for replaying captures).
     #[arg(long, value_name = "MS")]
     pub exit_when_idle: Option<u64>,
+    /// Unix socket for petrelctl and petrel-ovn (default /run/petrel/petreld.sock;
+    /// `none` disables it). Mode 0660, owner root.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<String>,
+    /// Group that owns the control socket (name or gid), so non-root tools in it can connect.
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -95,6 +102,10 @@ pub struct FileConfig {
     pub tx_drain_us: Option<u64>,
     /// As `--stats-interval`.
     pub stats_interval: Option<f64>,
+    /// As `--control-socket`.
+    pub control_socket: Option<String>,
+    /// As `--control-group`.
+    pub control_group: Option<String>,
 }
 
 /// `[[port]]` in the file.
@@ -248,6 +259,10 @@ pub struct Plan {
     pub stats_interval: Option<f64>,
     /// Idle exit.
     pub exit_when_idle_ms: Option<u64>,
+    /// Control socket path; `None` when disabled.
+    pub control_socket: Option<PathBuf>,
+    /// Control socket group.
+    pub control_group: Option<String>,
 }
 
 impl Plan {
@@ -403,9 +418,19 @@ impl Cli {
         for s in &self.geneve {
             file.geneve.push(parse_geneve_spec(s)?);
         }
+        let control_socket = match self.control_socket.or(file.control_socket.take()) {
+            Some(s) if s == "none" => None,
+            Some(s) => Some(PathBuf::from(s)),
+            None => Some(PathBuf::from(crate::ctl::server::DEFAULT_SOCKET)),
+        };
+        let control_group = self.control_group.or(file.control_group.take());
         let eal = self.eal_args.or(file.eal_args.take()).unwrap_or_default();
         let pmd_cores = parse_cpu_list(&self.pmd_cores.or(file.pmd_cores.take()).unwrap_or_else(|| "1".to_owned()))?;
-        build_plan(file, &eal, pmd_cores, self.mbufs, self.tx_drain_us, self.stats_interval, self.exit_when_idle)
+        let mut plan =
+            build_plan(file, &eal, pmd_cores, self.mbufs, self.tx_drain_us, self.stats_interval, self.exit_when_idle)?;
+        plan.control_socket = control_socket;
+        plan.control_group = control_group;
+        Ok(plan)
     }
 }
 
@@ -548,6 +573,8 @@ fn build_plan(
         tx_drain_us: tx_drain_us.or(file.tx_drain_us).unwrap_or(0),
         stats_interval: stats_interval.or(file.stats_interval),
         exit_when_idle_ms,
+        control_socket: None,
+        control_group: None,
     })
 }
 

@@ -149,4 +149,6 @@ drop_reasons! {
     PipelineTooDeep => "pipeline_too_deep",
     /// One packet produced more outputs than the executor holds.
     TooManyOutputs => "too_many_outputs",
+    /// The pipeline punted to the slow path, and none is attached yet.
+    SlowPath => "slow_path",
 }

@@ -20,6 +20,7 @@
 
 pub mod action;
 pub mod buf;
+pub mod ctl;
 pub mod drop;
 pub mod flow;
 pub mod table;
@@ -30,6 +31,8 @@ pub mod config;
 #[cfg(feature = "dpdk")]
 #[allow(unsafe_code)]
 pub mod mbuf;
+#[cfg(feature = "dpdk")]
+pub mod node;
 #[cfg(feature = "dpdk")]
 pub mod pmd;
 #[cfg(feature = "dpdk")]

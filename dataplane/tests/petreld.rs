@@ -59,6 +59,8 @@ fn run_petreld(dir: &Path, args: &[String]) -> Out {
     let stats_file = dir.join("stats.json");
     let mut cmd = Command::new(PETRELD);
     cmd.args(["--eal-args", EAL, "--pmd-cores", "1", "--mbufs", "4095", "--exit-when-idle", "300"])
+        .arg("--control-socket")
+        .arg(dir.join("ctl.sock"))
         .arg("--stats-file")
         .arg(&stats_file)
         .args(args)
@@ -424,6 +426,8 @@ fn sigterm_stops_cleanly_with_counters_that_add_up() {
     let stats_file = dir.path().join("stats.json");
     let mut child = Command::new(PETRELD)
         .args(["--eal-args", EAL, "--pmd-cores", "1", "--mbufs", "4095"])
+        .arg("--control-socket")
+        .arg(dir.path().join("ctl.sock"))
         .args(["--port", "a=dpdk,devargs=net_null0,size=64", "--port", "b=dpdk,devargs=net_null1,size=64"])
         .args(["--xconnect", "a:b"])
         .arg("--stats-file")
@@ -463,7 +467,7 @@ fn sigterm_stops_cleanly_with_counters_that_add_up() {
 #[test]
 fn a_bad_device_fails_naming_the_port() {
     let out = Command::new(PETRELD)
-        .args(["--eal-args", EAL, "--pmd-cores", "1", "--mbufs", "1023"])
+        .args(["--eal-args", EAL, "--pmd-cores", "1", "--mbufs", "1023", "--control-socket", "none"])
         .args(["--port", "uplink=dpdk,devargs=net_nosuchdriver0,foo=1"])
         .output()
         .unwrap();

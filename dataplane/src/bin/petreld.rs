@@ -13,13 +13,16 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use petrel_dataplane::config::{Cli, Plan, PortKind};
+use petrel_dataplane::ctl::server::{serve, SocketOpts};
 use petrel_dataplane::drop::DropReason;
 use petrel_dataplane::mbuf::Mempool;
+use petrel_dataplane::node::PetreldNode;
 use petrel_dataplane::pmd::fwd::Engine;
 use petrel_dataplane::pmd::stats::{sum, Counters, SharedStats};
 use petrel_dataplane::pmd::{self, PmdSetup};
 use petrel_dataplane::port::eal::Eal;
 use petrel_dataplane::port::{EthPort, PortConf};
+use petrel_dataplane::table::new_tables;
 
 /// Extra CLI flags of the binary only.
 #[derive(Debug, Parser)]
@@ -48,7 +51,7 @@ struct Node {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let plan = args.cli.into_plan()?;
+    let plan = Arc::new(args.cli.into_plan()?);
     let n_cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     for c in &plan.pmd_cores {
         if *c >= n_cpus {
@@ -68,6 +71,9 @@ fn run() -> Result<()> {
             node.ports.push(EthPort::open(&conf, &node.pool)?);
         }
     }
+    // The tables PMDs run for ports bound to logical ports (empty until a
+    // snapshot is published over the control socket).
+    let tables = new_tables();
     let quit = Arc::new(AtomicBool::new(false));
     let term = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
@@ -86,8 +92,9 @@ fn run() -> Result<()> {
             .filter(|i| i % n_pmd == pmd_idx)
             .map(|i| (i, node.ports[i].queue(Some(0), txq)))
             .collect();
-        let engine = Engine::new(&plan, &queues, &macs, Arc::clone(&node.pool), node.eal.tsc_hz())
-            .map_err(anyhow::Error::msg)?;
+        let engine =
+            Engine::new(&plan, &queues, &macs, Arc::clone(&node.pool), node.eal.tsc_hz(), Some(Arc::clone(&tables)))
+                .map_err(anyhow::Error::msg)?;
         let stats = Arc::new(SharedStats::new(plan.ports.len()));
         shared.push(Arc::clone(&stats));
         let setup = PmdSetup { index: pmd_idx, core, rx, engine, stats, quit: Arc::clone(&quit) };
@@ -98,6 +105,18 @@ fn run() -> Result<()> {
                 .context("spawning PMD thread")?,
         );
     }
+    let stop_ctl = Arc::new(AtomicBool::new(false));
+    let ctl = match &plan.control_socket {
+        Some(path) => {
+            let node = PetreldNode::new(Arc::clone(&plan), shared.clone(), Arc::clone(&tables), node.eal.tsc_hz());
+            let opts = SocketOpts { group: plan.control_group.clone(), ..SocketOpts::default() };
+            let h = serve(path, opts, Arc::new(node), Arc::clone(&stop_ctl))
+                .with_context(|| format!("control socket {}", path.display()))?;
+            eprintln!("petreld: control socket {}", path.display());
+            Some(h)
+        }
+        None => None,
+    };
     eprintln!(
         "petreld: forwarding: {} ports, {} PMD(s) on CPU(s) {:?}, EAL args {:?}",
         plan.ports.len(),
@@ -136,6 +155,10 @@ fn run() -> Result<()> {
         }
     }
     quit.store(true, Ordering::Relaxed);
+    stop_ctl.store(true, Ordering::Relaxed);
+    if let Some(h) = ctl {
+        let _ = h.join();
+    }
     let mut finals = Vec::new();
     let mut failed = None;
     for h in handles {
@@ -257,6 +280,7 @@ fn stats_json(plan: &Plan, total: &Counters, per_pmd: &[Counters], leaked: u32) 
             serde_json::json!({
                 "cpu": core, "busy_cycles": c.busy_cycles, "idle_cycles": c.idle_cycles,
                 "rx_bursts": c.rx_bursts, "rx_packets": c.rx_packets,
+                "cache_hits": c.cache_hits, "cache_misses": c.cache_misses,
             })
         })
         .collect();

@@ -22,9 +22,14 @@ use crate::action::vlan::{vlan_pop, vlan_push};
 use crate::buf::PacketBuf;
 use crate::config::{Plan, PortKind, Role};
 use crate::drop::DropReason;
+use crate::flow::Layout;
 use crate::flow::{extract, FlowKey};
 use crate::mbuf::{Burst, Mbuf, Mempool, BURST};
 use crate::port::QueueHandle;
+use crate::table::cache::{FlowCache, Verdict};
+use crate::table::commit::commit;
+use crate::table::exec::{run_from_port, NoTrace, Outcome, Target};
+use crate::table::{Snapshot, Tables};
 use crate::wire::ChecksumCaps;
 
 use super::mactable::MacTable;
@@ -83,7 +88,16 @@ pub struct Engine {
     drain_ticks: u64,
     key: FlowKey,
     counters: Counters,
+    /// The published tables, if this node runs them, and this PMD's copy of
+    /// the current snapshot (refreshed between bursts).
+    tables: Option<arc_swap::Cache<Tables, Arc<Snapshot>>>,
+    snap: Option<Arc<Snapshot>>,
+    flow_cache: FlowCache,
+    outcome: Outcome,
 }
+
+/// Flow cache entries per PMD (OVS's EMC size).
+const FLOW_CACHE_ENTRIES: usize = 8192;
 
 fn ip16(ip: IpAddr) -> [u8; 16] {
     match ip {
@@ -107,6 +121,7 @@ impl Engine {
         macs: &[[u8; 6]],
         pool: Arc<Mempool>,
         tsc_hz: u64,
+        tables: Option<Tables>,
     ) -> Result<Self, String> {
         let n = plan.ports.len();
         let mut ports = Vec::with_capacity(n);
@@ -191,12 +206,29 @@ impl Engine {
             drain_ticks: plan.tx_drain_us.saturating_mul(tsc_hz) / 1_000_000,
             key: FlowKey::default(),
             counters: Counters::new(n),
+            tables: tables.map(arc_swap::Cache::new),
+            snap: None,
+            flow_cache: FlowCache::new(FLOW_CACHE_ENTRIES),
+            outcome: Outcome::default(),
         })
     }
 
     /// The engine's counters.
-    pub fn counters(&self) -> &Counters {
+    pub fn counters(&mut self) -> &Counters {
+        self.counters.cache_hits = self.flow_cache.n_hit();
+        self.counters.cache_misses = self.flow_cache.n_miss();
         &self.counters
+    }
+
+    /// Picks up a newly published snapshot (between bursts; no lock).
+    #[inline]
+    fn refresh_tables(&mut self) {
+        if let Some(c) = &mut self.tables {
+            let cur = c.load();
+            if self.snap.as_ref().is_none_or(|s| !Arc::ptr_eq(s, cur)) {
+                self.snap = Some(Arc::clone(cur));
+            }
+        }
     }
 
     /// Adds to the busy-cycle counter.
@@ -217,6 +249,7 @@ impl Engine {
         let n = burst.len();
         self.counters.rx_bursts += 1;
         self.counters.rx_packets += n as u64;
+        self.refresh_tables();
         if let Some(o) = self.ports[port].raw_xconnect {
             return self.wire_burst(port, o, burst, now);
         }
@@ -308,6 +341,15 @@ impl Engine {
             Ok(l) => l,
             Err(why) => return self.drop_pkt(in_port, m, why),
         };
+        if let Some(snap) = self.snap.take() {
+            let bound = snap.local_ports.get(in_port).is_some_and(Option::is_some);
+            if bound {
+                self.logical(&snap, in_port, m, &layout, now);
+                self.snap = Some(snap);
+                return;
+            }
+            self.snap = Some(snap);
+        }
         let mut port = in_port;
         if self.ports[in_port].n_tunnels > 0
             && layout.is_geneve()
@@ -344,6 +386,92 @@ impl Engine {
             Role::Xconnect(o) => self.output(port, o, m, now),
             Role::Bridge(b) => self.switch(port, b, m, now),
         }
+    }
+
+    /// A packet from a port bound to a logical port: the cached verdict, or
+    /// the pipeline (then cached), applied copy by copy.
+    #[inline]
+    fn logical(&mut self, snap: &Snapshot, in_port: usize, m: Mbuf, layout: &Layout, now: u64) {
+        let orig = self.key;
+        if let Some(v) = self.flow_cache.lookup(&orig, snap.generation) {
+            return self.apply_verdict(in_port, m, layout, &orig, &v, now);
+        }
+        let port16 = u16::try_from(in_port).unwrap_or(u16::MAX);
+        run_from_port(snap, port16, &orig, &mut self.outcome, &mut NoTrace);
+        if let Some(v) = Verdict::of(&self.outcome) {
+            self.flow_cache.insert(&orig, snap.generation, v);
+            return self.apply_verdict(in_port, m, layout, &orig, &v, now);
+        }
+        // Too many copies to cache (a flood): apply the outcome directly.
+        let n = self.outcome.emits().len();
+        for i in 0..n {
+            let e = self.outcome.emits()[i];
+            if i + 1 < n {
+                match m.copy(&self.pool) {
+                    Some(c) => self.apply_one(in_port, c, layout, &orig, e.target, &e.key.flow, now),
+                    None => self.count_drop(in_port, DropReason::NoMbuf),
+                }
+            } else {
+                return self.apply_one(in_port, m, layout, &orig, e.target, &e.key.flow, now);
+            }
+        }
+    }
+
+    #[inline]
+    fn apply_verdict(&mut self, in_port: usize, m: Mbuf, layout: &Layout, orig: &FlowKey, v: &Verdict, now: u64) {
+        let emits = v.emits();
+        let Some((last, rest)) = emits.split_last() else {
+            return self.drop_pkt(in_port, m, v.drop_reason());
+        };
+        for (target, flow) in rest {
+            match m.copy(&self.pool) {
+                Some(c) => self.apply_one(in_port, c, layout, orig, *target, flow, now),
+                None => self.count_drop(in_port, DropReason::NoMbuf),
+            }
+        }
+        self.apply_one(in_port, m, layout, orig, last.0, &last.1, now);
+    }
+
+    /// Rewrites one copy as its final key says and sends it to its target.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn apply_one(
+        &mut self,
+        in_port: usize,
+        mut m: Mbuf,
+        layout: &Layout,
+        orig: &FlowKey,
+        target: Target,
+        flow: &FlowKey,
+        now: u64,
+    ) {
+        if let Err(why) = commit(&mut m, layout, orig, flow) {
+            return self.drop_pkt(in_port, m, why);
+        }
+        let (port, vlan) = match target {
+            Target::Local { port, vlan } => (port, vlan),
+            Target::Localnet { uplink, vlan } => (uplink, vlan),
+            // Tunnels need the node's encap IP, uplink and next hops, which
+            // the overlay work brings; until then they are refused loudly.
+            Target::Tunnel { .. } => return self.drop_pkt(in_port, m, DropReason::Unsupported),
+            Target::SlowPath(_) => return self.drop_pkt(in_port, m, DropReason::SlowPath),
+        };
+        let o = usize::from(port);
+        if o >= self.tx.len() {
+            return self.drop_pkt(in_port, m, DropReason::NoBinding);
+        }
+        if let Some(tag) = vlan {
+            if let Err(why) = vlan_push(&mut m, ETH_P_8021Q, tag) {
+                return self.drop_pkt(in_port, m, why);
+            }
+        }
+        self.enqueue(o, m, now);
+    }
+
+    #[inline]
+    fn count_drop(&mut self, in_port: usize, why: DropReason) {
+        self.counters.drops[why.index()] += 1;
+        self.counters.ports[in_port].drops += 1;
     }
 
     #[inline]

@@ -41,6 +41,10 @@ pub struct Counters {
     pub rx_bursts: u64,
     /// Packets received over all ports.
     pub rx_packets: u64,
+    /// Packets whose verdict came from the flow cache.
+    pub cache_hits: u64,
+    /// Packets that ran the pipeline.
+    pub cache_misses: u64,
 }
 
 impl Counters {
@@ -53,6 +57,8 @@ impl Counters {
             idle_cycles: 0,
             rx_bursts: 0,
             rx_packets: 0,
+            cache_hits: 0,
+            cache_misses: 0,
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct SharedStats {
     idle_cycles: AtomicU64,
     rx_bursts: AtomicU64,
     rx_packets: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
 }
 
 impl SharedStats {
@@ -88,6 +96,8 @@ impl SharedStats {
             idle_cycles: AtomicU64::new(0),
             rx_bursts: AtomicU64::new(0),
             rx_packets: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
         }
     }
 
@@ -108,6 +118,8 @@ impl SharedStats {
         self.idle_cycles.store(c.idle_cycles, Relaxed);
         self.rx_bursts.store(c.rx_bursts, Relaxed);
         self.rx_packets.store(c.rx_packets, Relaxed);
+        self.cache_hits.store(c.cache_hits, Relaxed);
+        self.cache_misses.store(c.cache_misses, Relaxed);
     }
 
     /// A snapshot of the published counters.
@@ -130,6 +142,8 @@ impl SharedStats {
         c.idle_cycles = self.idle_cycles.load(Relaxed);
         c.rx_bursts = self.rx_bursts.load(Relaxed);
         c.rx_packets = self.rx_packets.load(Relaxed);
+        c.cache_hits = self.cache_hits.load(Relaxed);
+        c.cache_misses = self.cache_misses.load(Relaxed);
         c
     }
 }
@@ -154,6 +168,8 @@ pub fn sum(all: &[Counters]) -> Counters {
         t.idle_cycles += c.idle_cycles;
         t.rx_bursts += c.rx_bursts;
         t.rx_packets += c.rx_packets;
+        t.cache_hits += c.cache_hits;
+        t.cache_misses += c.cache_misses;
     }
     t
 }

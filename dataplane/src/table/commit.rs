@@ -280,7 +280,7 @@ fn commit_vlan<B: PacketBuf + ?Sized>(buf: &mut B, o: &FlowKey, n: &FlowKey) -> 
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use crate::buf::VecBuf;
@@ -347,7 +347,7 @@ mod tests {
             })
             .unwrap();
             verify_v4(&f);
-            assert_eq!(&f[34 + 6..34 + 8] == [0, 0], !csum, "a zero UDP checksum stays zero");
+            assert_eq!(f[34 + 6..34 + 8] == [0, 0], !csum, "a zero UDP checksum stays zero");
         }
     }
 

@@ -20,6 +20,7 @@
 //! `Drop { reason: Unsupported }` with a report, so nothing is approximated.
 //! The place for it is a `Ct` action that recirculates into a given stage.
 
+pub mod cache;
 pub mod commit;
 pub mod exec;
 pub mod key;
@@ -29,6 +30,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::drop::DropReason;
+use crate::flow::dpcls::{self, Classifier};
 pub use key::{Field, Key, Meta, MLF_ALLOW_LOOPBACK, REG_FLAGS, REG_INPORT, REG_OUTPORT};
 
 /// Multicast group keys start here (OVN: egress keys ≥ 32768 are groups).
@@ -136,22 +138,32 @@ impl Rule {
     }
 }
 
-/// One stage (logical table) of a pipeline.
+/// One stage (logical table) of a pipeline: its rules, and a tuple-space
+/// classifier over them (`flow::dpcls`) that finds the highest-priority
+/// match, equal priorities going to the rule listed first.
 #[derive(Debug, Clone)]
 pub struct Stage {
     /// Human name (`ls_in_port_sec_l2`), for dumps and trace.
     pub name: String,
     rules: Vec<Rule>,
+    /// Index into `rules` of each classifier entry.
+    cls: Classifier<{ Key::WORDS }, u32>,
 }
 
 impl Stage {
-    /// A stage with these rules.
+    /// A stage with these rules (built once, off the fast path).
     pub fn new(name: impl Into<String>, rules: Vec<Rule>) -> Self {
         let mut rules = rules;
-        // Highest priority first; equal priorities keep insertion order, so
-        // overlapping equal-priority rules resolve deterministically.
+        // Highest priority first; equal priorities keep their order, which is
+        // also the classifier's insertion order, so ties resolve the same way
+        // in dumps, in trace and in lookups.
         rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
-        Stage { name: name.into(), rules }
+        let mut cls = Classifier::new();
+        for (i, r) in rules.iter().enumerate() {
+            let i = u32::try_from(i).expect("fewer than 2^32 rules per stage");
+            cls.insert(dpcls::Rule::new(r.value, r.mask, r.priority), i);
+        }
+        Stage { name: name.into(), rules, cls }
     }
 
     /// The rules, highest priority first.
@@ -159,10 +171,15 @@ impl Stage {
         &self.rules
     }
 
+    /// Distinct masks (classifier subtables), for stats and dumps.
+    pub fn n_masks(&self) -> usize {
+        self.cls.n_subtables()
+    }
+
     /// The highest-priority rule matching `words`.
     #[inline]
     pub fn lookup(&self, words: &[u64; Key::WORDS]) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matches(words))
+        self.cls.lookup(words).and_then(|(_, i)| self.rules.get(*i as usize))
     }
 }
 
@@ -246,6 +263,30 @@ pub struct Snapshot {
     pub local_ports: Vec<Option<LocalPort>>,
     /// Remote chassis, indexed by [`Binding::Remote`].
     pub chassis: Vec<RemoteChassis>,
+}
+
+/// Where `petreld` publishes snapshots and PMDs read them: RCU-style, a
+/// PMD picks up a new snapshot between bursts without a lock
+/// (`arc_swap::Cache` per PMD), and the old one is freed when the last
+/// reader lets go.
+pub type Tables = Arc<arc_swap::ArcSwap<Snapshot>>;
+
+/// A handle with an empty snapshot (generation 0).
+pub fn new_tables() -> Tables {
+    Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::default()))
+}
+
+/// Validates `snap`, gives it the next generation and publishes it.
+///
+/// # Errors
+/// The snapshot's first invariant violation; nothing is published then.
+pub fn publish(tables: &Tables, mut snap: Snapshot) -> Result<u64, SnapshotError> {
+    snap.validate()?;
+    // Only the control thread publishes, so load-then-store cannot race.
+    let generation = tables.load().generation + 1;
+    snap.generation = generation;
+    tables.store(Arc::new(snap));
+    Ok(generation)
 }
 
 /// Why a snapshot was refused.

@@ -277,3 +277,38 @@ fn trace_shows_each_stage_rule_and_action() {
     run_from_port(&s, 0, &flow(MAC1, MAC2), &mut o2, &mut NoTrace);
     assert_eq!(o.emits(), o2.emits());
 }
+
+mod stage_vs_linear_scan {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rule_strategy() -> impl Strategy<Value = Rule> {
+        // Few distinct masks and values so rules overlap and keys hit them.
+        let masks = prop::sample::select(vec![0u128, 0xff, 0xffff_ffff_ffff, 0x0100_0000_0000]);
+        (0u32..4, masks, 0u128..4, prop::option::of(0u32..3), 0u64..1000).prop_map(|(prio, mask, v, inport, cookie)| {
+            let mut m = vec![(Field::EthDst, v, mask)];
+            if let Some(p) = inport {
+                m.push((Field::Reg(REG_INPORT as u8), u128::from(p), 0xffff_ffff));
+            }
+            Rule::new(prio, &m, vec![Action::Drop(DropReason::Explicit)], cookie)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn lookup_equals_first_match_in_priority_order(
+            rules in prop::collection::vec(rule_strategy(), 0..40),
+            keys in prop::collection::vec((0u128..4, 0u32..3), 1..40),
+        ) {
+            let stage = Stage::new("s", rules);
+            for (dst, inport) in keys {
+                let mut k = Key::default();
+                Field::EthDst.set(&mut k, dst, u128::MAX);
+                k.meta.regs[REG_INPORT] = inport;
+                let w = k.words();
+                let want = stage.rules().iter().find(|r| r.matches(&w));
+                prop_assert_eq!(stage.lookup(&w).map(|r| r as *const Rule), want.map(|r| r as *const Rule));
+            }
+        }
+    }
+}

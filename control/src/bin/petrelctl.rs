@@ -1,0 +1,119 @@
+//! `petrelctl`: look at a running `petreld` through its control socket.
+//!
+//! ```text
+//! petrelctl [--socket PATH] [--json] show | pmd-stats | dump-tables [DATAPATH] | drops
+//! petrelctl [--socket PATH] [--json] trace PORT 'MICROFLOW'
+//! ```
+//!
+//! The socket defaults to `$PETREL_SOCKET`, else `/run/petrel/petreld.sock`.
+//! Exit status: 0 success, 1 petreld answered with an error (or the reply
+//! made no sense), 2 petreld could not be reached (the message names the
+//! socket and says whether petreld seems to be running).
+//!
+//! Links `petrel-dataplane` without DPDK: the protocol, client and text
+//! rendering all live in its `ctl` module, shared with `petreld`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use petrel_dataplane::ctl::{render, Client, ClientError, DEFAULT_SOCKET};
+use serde::Serialize;
+
+const TRACE_HELP: &str = "\
+Runs a described packet through petreld's current tables without sending it, and
+prints each stage, rule and action it hits (like ofproto/trace), then where its
+copies go.
+
+PORT is a petreld port name (as `petrelctl show` lists them) or index.
+
+MICROFLOW uses ovn-trace's syntax: `field == value` terms joined by `&&`, and bare
+protocol names. Fields: eth.src eth.dst eth.type vlan.vid ip4.src ip4.dst ip6.src
+ip6.dst ip.ttl ip.proto ip.dscp tcp.src tcp.dst udp.src udp.dst sctp.src sctp.dst
+icmp4.type icmp4.code icmp6.type icmp6.code arp.op arp.sha arp.tha arp.spa arp.tpa,
+and inport == \"NAME\" (must be the logical port PORT is bound to). Protocols: eth ip
+ip4 ip6 tcp udp sctp icmp icmp4 icmp6 arp vlan.
+
+Fields left out are zero, as in ovn-trace (give ip.ttl for routed traffic);
+prerequisites are implied (udp.dst sets IPv4 and ip.proto 17 unless an ip6 field is
+given; arp.* sets eth.type 0x0806).
+
+Example:
+  petrelctl trace vhost0 'eth.src == 02:00:00:00:00:01 && eth.dst == 02:00:00:00:00:02 &&
+      ip4.src == 10.0.0.1 && ip4.dst == 10.0.0.2 && ip.ttl == 64 && udp.dst == 53'";
+
+/// See and steer a running petreld through its control socket.
+#[derive(Debug, Parser)]
+#[command(
+    name = "petrelctl",
+    version,
+    after_help = "Exit status: 0 ok, 1 petreld returned an error, 2 cannot reach petreld."
+)]
+struct Args {
+    /// petreld's control socket.
+    #[arg(long, env = "PETREL_SOCKET", default_value = DEFAULT_SOCKET, global = true, value_name = "PATH")]
+    socket: PathBuf,
+    /// Print the reply as JSON (the same data, machine-readable).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Ports, their state, logical binding and counters.
+    Show,
+    /// Per-PMD busy/idle cycles, packets per burst and cache hit rates.
+    PmdStats,
+    /// The tables, readable, per datapath and stage.
+    DumpTables {
+        /// Datapath name or tunnel key (all datapaths if omitted).
+        datapath: Option<String>,
+    },
+    /// Drop counters by reason (non-zero ones; --json lists all).
+    Drops,
+    /// Trace a described packet through the current tables.
+    #[command(long_about = TRACE_HELP)]
+    Trace {
+        /// petreld port the packet arrives on (name or index).
+        port: String,
+        /// The packet, in ovn-trace microflow syntax (see --help).
+        microflow: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("petrelctl: {e}");
+            ExitCode::from(if e.is_unreachable() { 2 } else { 1 })
+        }
+    }
+}
+
+fn out<T: Serialize>(json: bool, v: &T, text: impl FnOnce(&T) -> String) -> Result<String, ClientError> {
+    if json {
+        let s = serde_json::to_string_pretty(v).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(s + "\n")
+    } else {
+        Ok(text(v))
+    }
+}
+
+fn run(args: &Args) -> Result<String, ClientError> {
+    let mut c = Client::connect(&args.socket, concat!("petrelctl ", env!("CARGO_PKG_VERSION")))?;
+    let j = args.json;
+    match &args.cmd {
+        Cmd::Show => out(j, &c.show()?, render::show),
+        Cmd::PmdStats => out(j, &c.pmd_stats()?, render::pmd_stats),
+        Cmd::DumpTables { datapath } => out(j, &c.dump_tables(datapath.as_deref())?, render::tables),
+        Cmd::Drops => out(j, &c.drops()?, render::drops),
+        Cmd::Trace { port, microflow } => out(j, &c.trace(port, microflow)?, render::trace_text),
+    }
+}
