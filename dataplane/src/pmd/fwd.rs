@@ -92,7 +92,9 @@ pub struct Engine {
     /// the current snapshot (refreshed between bursts).
     tables: Option<arc_swap::Cache<Tables, Arc<Snapshot>>>,
     snap: Option<Arc<Snapshot>>,
-    flow_cache: FlowCache,
+    /// Always `Some` between packets; taken while a verdict borrowed from it
+    /// is applied.
+    flow_cache: Option<FlowCache>,
     outcome: Outcome,
 }
 
@@ -208,15 +210,17 @@ impl Engine {
             counters: Counters::new(n),
             tables: tables.map(arc_swap::Cache::new),
             snap: None,
-            flow_cache: FlowCache::new(FLOW_CACHE_ENTRIES),
+            flow_cache: Some(FlowCache::new(FLOW_CACHE_ENTRIES)),
             outcome: Outcome::default(),
         })
     }
 
     /// The engine's counters.
     pub fn counters(&mut self) -> &Counters {
-        self.counters.cache_hits = self.flow_cache.n_hit();
-        self.counters.cache_misses = self.flow_cache.n_miss();
+        if let Some(c) = &self.flow_cache {
+            self.counters.cache_hits = c.n_hit();
+            self.counters.cache_misses = c.n_miss();
+        }
         &self.counters
     }
 
@@ -393,26 +397,36 @@ impl Engine {
     #[inline]
     fn logical(&mut self, snap: &Snapshot, in_port: usize, m: Mbuf, layout: &Layout, now: u64) {
         let orig = self.key;
-        if let Some(v) = self.flow_cache.lookup(&orig, snap.generation) {
-            return self.apply_verdict(in_port, m, layout, &orig, &v, now);
+        // The verdict is borrowed from the cache while it is applied, so
+        // take the cache out of `self` for that time (no copy, no allocation).
+        let Some(mut cache) = self.flow_cache.take() else {
+            return self.drop_pkt(in_port, m, DropReason::PipelineTooDeep);
+        };
+        if let Some(v) = cache.lookup(&orig, snap.generation) {
+            self.apply_verdict(in_port, m, layout, &orig, v, now);
+            self.flow_cache = Some(cache);
+            return;
         }
         let port16 = u16::try_from(in_port).unwrap_or(u16::MAX);
         run_from_port(snap, port16, &orig, &mut self.outcome, &mut NoTrace);
-        if let Some(v) = Verdict::of(&self.outcome) {
-            self.flow_cache.insert(&orig, snap.generation, v);
+        if let Some(v) = Verdict::of(&self.outcome, &orig) {
+            cache.insert(&orig, snap.generation, v);
+            self.flow_cache = Some(cache);
             return self.apply_verdict(in_port, m, layout, &orig, &v, now);
         }
+        self.flow_cache = Some(cache);
         // Too many copies to cache (a flood): apply the outcome directly.
         let n = self.outcome.emits().len();
         for i in 0..n {
             let e = self.outcome.emits()[i];
+            let rewrite = e.key.flow != orig;
             if i + 1 < n {
                 match m.copy(&self.pool) {
-                    Some(c) => self.apply_one(in_port, c, layout, &orig, e.target, &e.key.flow, now),
+                    Some(c) => self.apply_one(in_port, c, layout, &orig, e.target, &e.key.flow, rewrite, now),
                     None => self.count_drop(in_port, DropReason::NoMbuf),
                 }
             } else {
-                return self.apply_one(in_port, m, layout, &orig, e.target, &e.key.flow, now);
+                return self.apply_one(in_port, m, layout, &orig, e.target, &e.key.flow, rewrite, now);
             }
         }
     }
@@ -420,16 +434,16 @@ impl Engine {
     #[inline]
     fn apply_verdict(&mut self, in_port: usize, m: Mbuf, layout: &Layout, orig: &FlowKey, v: &Verdict, now: u64) {
         let emits = v.emits();
-        let Some((last, rest)) = emits.split_last() else {
+        let Some(((last_t, last_f), rest)) = emits.split_last() else {
             return self.drop_pkt(in_port, m, v.drop_reason());
         };
-        for (target, flow) in rest {
+        for (i, (target, flow)) in rest.iter().enumerate() {
             match m.copy(&self.pool) {
-                Some(c) => self.apply_one(in_port, c, layout, orig, *target, flow, now),
+                Some(c) => self.apply_one(in_port, c, layout, orig, *target, flow, v.rewrites(i), now),
                 None => self.count_drop(in_port, DropReason::NoMbuf),
             }
         }
-        self.apply_one(in_port, m, layout, orig, last.0, &last.1, now);
+        self.apply_one(in_port, m, layout, orig, *last_t, last_f, v.rewrites(rest.len()), now);
     }
 
     /// Rewrites one copy as its final key says and sends it to its target.
@@ -443,10 +457,13 @@ impl Engine {
         orig: &FlowKey,
         target: Target,
         flow: &FlowKey,
+        rewrite: bool,
         now: u64,
     ) {
-        if let Err(why) = commit(&mut m, layout, orig, flow) {
-            return self.drop_pkt(in_port, m, why);
+        if rewrite {
+            if let Err(why) = commit(&mut m, layout, orig, flow) {
+                return self.drop_pkt(in_port, m, why);
+            }
         }
         let (port, vlan) = match target {
             Target::Local { port, vlan } => (port, vlan),

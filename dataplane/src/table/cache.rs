@@ -20,6 +20,9 @@ pub const MAX_CACHED_EMITS: usize = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     n: u8,
+    /// Bit i: copy i's final key differs from the received one (it needs
+    /// a commit); most switching verdicts rewrite nothing.
+    rewrite: u8,
     /// Why it drops, when `n == 0`.
     drop: Option<DropReason>,
     emits: [(Target, FlowKey); MAX_CACHED_EMITS],
@@ -29,6 +32,7 @@ impl Default for Verdict {
     fn default() -> Self {
         Verdict {
             n: 0,
+            rewrite: 0,
             drop: None,
             emits: [(Target::Local { port: 0, vlan: None }, FlowKey::default()); MAX_CACHED_EMITS],
         }
@@ -36,15 +40,19 @@ impl Default for Verdict {
 }
 
 impl Verdict {
-    /// The verdict of an outcome, if it is small enough to cache.
-    pub fn of(o: &Outcome) -> Option<Self> {
+    /// The verdict of an outcome for a packet whose key was `orig`, if it
+    /// is small enough to cache.
+    pub fn of(o: &Outcome, orig: &FlowKey) -> Option<Self> {
         let e = o.emits();
         if e.len() > MAX_CACHED_EMITS {
             return None;
         }
         let mut v = Verdict { n: u8::try_from(e.len()).unwrap_or(0), drop: o.drop, ..Verdict::default() };
-        for (slot, Emit { key, target }) in v.emits.iter_mut().zip(e) {
+        for (i, (slot, Emit { key, target })) in v.emits.iter_mut().zip(e).enumerate() {
             *slot = (*target, key.flow);
+            if key.flow != *orig {
+                v.rewrite |= 1 << i;
+            }
         }
         Some(v)
     }
@@ -54,36 +62,68 @@ impl Verdict {
         &self.emits[..usize::from(self.n)]
     }
 
+    /// Whether copy `i` needs its headers rewritten.
+    #[inline]
+    pub fn rewrites(&self, i: usize) -> bool {
+        self.rewrite & (1 << i) != 0
+    }
+
     /// Why the packet is dropped when there are no copies.
     pub fn drop_reason(&self) -> DropReason {
         self.drop.unwrap_or(DropReason::StageMiss)
     }
 }
 
-/// The flow cache of one PMD.
+/// A verdict's place in the arena: slot and the sequence number it was
+/// written with, so a slot reused for another flow is detected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Handle {
+    slot: u32,
+    seq: u32,
+}
+
+/// The flow cache of one PMD: an exact-match cache from flow key to a small
+/// handle, and an arena of verdicts the handles point into (so a hit copies
+/// 8 bytes, not a verdict). Arena slots are reused round-robin; a handle
+/// whose slot was reused is a miss.
 #[derive(Debug)]
 pub struct FlowCache {
-    emc: Emc<{ FlowKey::WORDS }, Verdict>,
+    emc: Emc<{ FlowKey::WORDS }, Handle>,
+    arena: Box<[(u32, Verdict)]>,
+    next: usize,
+    seq: u32,
 }
 
 impl FlowCache {
     /// A cache of `entries` (power of two) verdicts; allocates once.
     pub fn new(entries: usize) -> Self {
-        FlowCache { emc: Emc::new(entries) }
+        FlowCache {
+            emc: Emc::new(entries),
+            arena: vec![(0, Verdict::default()); entries].into_boxed_slice(),
+            next: 0,
+            seq: 0,
+        }
     }
 
     /// The verdict for `key` under `generation`, if cached.
     #[inline]
-    pub fn lookup(&mut self, key: &FlowKey, generation: u64) -> Option<Verdict> {
-        self.emc.lookup(key.words(), key.hash(), generation)
+    pub fn lookup(&mut self, key: &FlowKey, generation: u64) -> Option<&Verdict> {
+        let h = self.emc.lookup(key.words(), key.hash(), generation)?;
+        let (seq, v) = self.arena.get(h.slot as usize)?;
+        (*seq == h.seq).then_some(v)
     }
 
     /// Caches `v` for `key`.
     #[inline]
     pub fn insert(&mut self, key: &FlowKey, generation: u64, v: Verdict) {
-        self.emc.insert(key.words(), key.hash(), generation, v);
+        // Sequence 0 marks a never-written slot, so start at 1.
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let slot = self.next;
+        self.next = (self.next + 1) % self.arena.len();
+        self.arena[slot] = (self.seq, v);
+        let h = Handle { slot: u32::try_from(slot).unwrap_or(0), seq: self.seq };
+        self.emc.insert(key.words(), key.hash(), generation, h);
     }
-
     /// Hits so far.
     pub fn n_hit(&self) -> u64 {
         self.emc.n_hit()
