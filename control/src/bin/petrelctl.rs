@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use petrel_dataplane::ctl::proto::SnapshotMsg;
 use petrel_dataplane::ctl::{render, Client, ClientError, DEFAULT_SOCKET};
 use serde::Serialize;
 
@@ -81,6 +82,14 @@ enum Cmd {
         /// The packet, in ovn-trace microflow syntax (see --help).
         microflow: String,
     },
+    /// Replace petreld's tables with a snapshot from a JSON file (the
+    /// control protocol's snapshot form; `-` reads standard input). For
+    /// debugging and benchmarks without petrel-ovn; petrel-ovn's next full
+    /// sync replaces it.
+    Publish {
+        /// The snapshot file.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,5 +124,17 @@ fn run(args: &Args) -> Result<String, ClientError> {
         Cmd::DumpTables { datapath } => out(j, &c.dump_tables(datapath.as_deref())?, render::tables),
         Cmd::Drops => out(j, &c.drops()?, render::drops),
         Cmd::Trace { port, microflow } => out(j, &c.trace(port, microflow)?, render::trace_text),
+        Cmd::Publish { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(file)
+            }
+            .map_err(|e| ClientError::Protocol(format!("reading {}: {e}", file.display())))?;
+            let snap: SnapshotMsg = serde_json::from_str(&text)
+                .map_err(|e| ClientError::Protocol(format!("{} is not a snapshot: {e}", file.display())))?;
+            let generation = c.publish(snap)?;
+            out(j, &serde_json::json!({ "generation": generation }), |_| format!("published generation {generation}\n"))
+        }
     }
 }
