@@ -323,7 +323,8 @@ fn wire(extra: u32) -> Snapshot {
         ));
     }
     let ingress = Pipeline { stages: vec![Arc::new(Stage::new("wire", rules))] };
-    let egress = Pipeline { stages: vec![Arc::new(Stage::new("out", vec![Rule::new(0, &[], vec![Action::Output], 3)]))] };
+    let egress =
+        Pipeline { stages: vec![Arc::new(Stage::new("out", vec![Rule::new(0, &[], vec![Action::Output], 3)]))] };
     let mut ports = BTreeMap::new();
     ports.insert(1, Binding::Local { port: 0, vlan: None });
     ports.insert(2, Binding::Local { port: 1, vlan: None });
@@ -369,7 +370,8 @@ fn table_swaps_under_traffic_lose_no_packet() {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = ctl.stats().unwrap();
-        let settled = no_output(&now) == no_output(&before) && now.ports[1].stats.tx_packets > before.ports[1].stats.tx_packets;
+        let settled =
+            no_output(&now) == no_output(&before) && now.ports[1].stats.tx_packets > before.ports[1].stats.tx_packets;
         before = now;
         if settled {
             break;
