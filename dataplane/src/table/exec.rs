@@ -292,9 +292,11 @@ impl<T: Tracer> Walk<'_, T> {
                     let mut copy = *key;
                     self.actions(dp, egress, inner, &mut copy, depth + 1);
                 }
-                // Meters and mirrors are applied by the fast path on the
-                // emitted copies; the walk only records that they ran.
-                Action::Meter(_) | Action::Mirror(_) => {}
+                // Policing and mirroring are not in the fast path yet (the
+                // QoS/mirroring work adds them): running a rule that asks for
+                // them without doing it would forward differently, so the
+                // packet is refused instead.
+                Action::Meter(_) | Action::Mirror(_) => return self.drop(DropReason::Unsupported, depth),
                 Action::Drop(why) => return self.drop(*why, depth),
                 Action::SlowPath(why) => self.emit(key, Target::SlowPath(*why), depth),
             }

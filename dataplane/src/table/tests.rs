@@ -241,6 +241,19 @@ fn validate_refuses_backward_next_unknown_chassis_and_width_mismatch() {
     assert!(matches!(s.validate(), Err(SnapshotError::WidthMismatch(1, 3, _, _))));
 }
 
+#[test]
+fn meters_and_mirrors_are_refused_until_implemented() {
+    for a in [Action::Meter(1), Action::Mirror(1)] {
+        let mut s = switch();
+        let dp = Arc::make_mut(s.datapaths.get_mut(&1).unwrap());
+        dp.egress.stages[0] = Arc::new(Stage::new("q", vec![Rule::new(0, &[], vec![a, Action::Output], 1)]));
+        let mut o = Outcome::default();
+        run_from_port(&s, 0, &flow(MAC1, MAC2), &mut o, &mut NoTrace);
+        assert!(o.is_drop());
+        assert_eq!(o.drop, Some(DropReason::Unsupported));
+    }
+}
+
 #[derive(Default)]
 struct Collect(Vec<String>);
 
