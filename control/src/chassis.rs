@@ -30,6 +30,14 @@
 //!   500 ms). Ports no longer local are released (`chassis`, `encap`
 //!   cleared, `up=false`).
 //!
+//! - What the session monitors: unless `monitor_all`, only the rows of the
+//!   local datapaths ([`crate::sb::monitor`]); the agent recomputes that
+//!   scope after every change and updates the conditions with
+//!   `monitor_cond_change`. `nb_cfg` is acknowledged only once the replica
+//!   reflects the conditions the current local ports call for (as
+//!   ovn-controller waits for its expected condition seqno), so
+//!   `--wait=hv` still means "this chassis has every row it needs".
+//!
 //! Additional chassis (multi-chassis ports), parent/container ports,
 //! virtual, localport, l3gateway and chassisredirect ports are not claimed
 //! yet.
@@ -43,9 +51,12 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use serde_json::Value;
+
 use crate::ovsdb::transact::{empty_set, map, named_uuid, uuid_ref};
-use crate::ovsdb::{Condition, Error, Operation, Replica, RowValues, Session, SessionEvent};
-use crate::sb::{Chassis, ChassisPrivate, Encap, PortBinding, SbGlobal, SbTable};
+use crate::ovsdb::{Condition, Error, Operation, Remote, Replica, RowValues, Session, SessionConfig, SessionEvent};
+use crate::sb::monitor::Scope;
+use crate::sb::{self, Chassis, ChassisPrivate, Encap, PortBinding, SbGlobal, SbTable};
 
 /// Delay before taking a port over from another chassis, doubled per
 /// consecutive takeover up to `CLAIM_BACKOFF_MAX`.
@@ -68,6 +79,9 @@ pub struct AgentConfig {
     pub iface_types: String,
     /// Logical ports present on this node (iface-ids).
     pub iface_ids: BTreeSet<String>,
+    /// Monitor every Southbound row, not only those of the local
+    /// datapaths (ovn-controller's `ovn-monitor-all=true`).
+    pub monitor_all: bool,
 }
 
 impl AgentConfig {
@@ -81,7 +95,21 @@ impl AgentConfig {
             datapath_type: "netdev".to_owned(),
             iface_types: "dpdk,dpdkvhostuser,dpdkvhostuserclient,geneve".to_owned(),
             iface_ids: BTreeSet::new(),
+            monitor_all: false,
         }
+    }
+
+    /// A Southbound session configuration for this agent: the schema
+    /// check, and unless `monitor_all` the initial conditions (the local
+    /// ports by name; [`Agent::run`] widens them as the scope is learnt),
+    /// so the first dump is already restricted.
+    pub fn session_config(&self, remotes: Vec<Remote>) -> SessionConfig {
+        let mut c = SessionConfig::new(remotes, sb::DATABASE);
+        c.schema_check = Some(sb::check_schema);
+        if !self.monitor_all {
+            c.conditions = Scope::initial(&self.system_id, &self.iface_ids).conditions();
+        }
+        c
     }
 
     fn other_config(&self) -> [(&'static str, &str); 3] {
@@ -139,7 +167,15 @@ pub fn can_bind(pb: &PortBinding, chassis: Option<&Chassis>, cfg: &AgentConfig) 
 }
 
 /// Computes the transaction that brings the Southbound to the wanted state.
-pub fn plan(cfg: &AgentConfig, replica: &Replica, throttle: &HashMap<String, ClaimThrottle>, now: Instant) -> Plan {
+/// `ack_nb_cfg`: the replica holds every row this chassis needs, so
+/// `SB_Global.nb_cfg` may be acknowledged.
+pub fn plan(
+    cfg: &AgentConfig,
+    replica: &Replica,
+    throttle: &HashMap<String, ClaimThrottle>,
+    now: Instant,
+    ack_nb_cfg: bool,
+) -> Plan {
     let mut p = Plan::default();
     // Without SB_Global, ovn-northd has not initialised the database yet.
     let Some(global) = SbGlobal::all(replica).into_iter().next() else {
@@ -207,12 +243,18 @@ pub fn plan(cfg: &AgentConfig, replica: &Replica, throttle: &HashMap<String, Cla
     // Port bindings.
     let our_uuid = chassis.as_ref().map(|c| c.uuid);
     let our_encap = existing_encap.as_ref().map(|e| e.uuid);
+    // Column positions once (see the filter below).
+    let pb_columns = replica
+        .schema()
+        .table(PortBinding::TABLE)
+        .and_then(|t| Some((t.column_index("logical_port")?, t.column_index("chassis")?)));
     for (uuid, row) in replica.rows(PortBinding::TABLE) {
         // Cheap filter on the raw row first: only ports that are local or
         // bound here need decoding (a Southbound has ~10k of them).
-        let scalar = |c: &str| row.get(c).and_then(|d| d.as_scalar());
-        let local = scalar("logical_port").and_then(|a| a.as_str()).is_some_and(|p| cfg.iface_ids.contains(p));
-        let bound_here = our_uuid.is_some() && scalar("chassis").and_then(|a| a.as_uuid()) == our_uuid;
+        let Some((i_lp, i_chassis)) = pb_columns else { break };
+        let scalar = |i: usize| row.values()[i].as_scalar();
+        let local = scalar(i_lp).and_then(|a| a.as_str()).is_some_and(|p| cfg.iface_ids.contains(p));
+        let bound_here = our_uuid.is_some() && scalar(i_chassis).and_then(|a| a.as_uuid()) == our_uuid;
         if !local && !bound_here {
             continue;
         }
@@ -261,11 +303,10 @@ pub fn plan(cfg: &AgentConfig, replica: &Replica, throttle: &HashMap<String, Cla
     let private = find_by_name::<ChassisPrivate>(replica, &cfg.system_id, |c| &c.name);
     match private {
         None => {
-            let row = RowValues::new()
-                .set("name", cfg.system_id.as_str())
-                .set("chassis", chassis_ref)
-                .set("nb_cfg", global.nb_cfg)
-                .set("nb_cfg_timestamp", now_ms());
+            let mut row = RowValues::new().set("name", cfg.system_id.as_str()).set("chassis", chassis_ref);
+            if ack_nb_cfg {
+                row = row.set("nb_cfg", global.nb_cfg).set("nb_cfg_timestamp", now_ms());
+            }
             p.ops.push(Operation::insert("Chassis_Private", row, None));
         }
         Some(cp) => {
@@ -273,7 +314,7 @@ pub fn plan(cfg: &AgentConfig, replica: &Replica, throttle: &HashMap<String, Cla
             if our_uuid.is_none() || cp.chassis != our_uuid {
                 row = row.set("chassis", chassis_ref);
             }
-            if cp.nb_cfg != global.nb_cfg {
+            if ack_nb_cfg && cp.nb_cfg != global.nb_cfg {
                 row = row.set("nb_cfg", global.nb_cfg).set("nb_cfg_timestamp", now_ms());
             }
             if !row.is_empty() {
@@ -319,6 +360,10 @@ pub struct AgentStats {
     pub claim_latency_last: Option<Duration>,
     /// See `claim_latency_last`.
     pub claim_latency_max: Option<Duration>,
+    /// Monitor condition updates sent (conditional monitoring).
+    pub n_monitor_updates: u64,
+    /// Local datapaths at the last scope computation.
+    pub n_local_datapaths: usize,
 }
 
 /// The running agent.
@@ -330,6 +375,8 @@ pub struct Agent {
     stats: AgentStats,
     ifaces_tx: Arc<watch::Sender<BTreeSet<String>>>,
     ifaces_rx: watch::Receiver<BTreeSet<String>>,
+    /// The conditions last requested (`None`: none yet, or `monitor_all`).
+    conditions: Option<BTreeMap<String, Value>>,
 }
 
 /// Changes the local iface-ids of a running [`Agent`] (the hook petreld's
@@ -361,6 +408,7 @@ impl Agent {
             stats: AgentStats::default(),
             ifaces_tx: Arc::new(tx),
             ifaces_rx: rx,
+            conditions: None,
         }
     }
 
@@ -394,7 +442,17 @@ impl Agent {
         let mut wake: Option<Instant> = None;
         // (n_updates when the last transaction was sent, deadline)
         let mut gate: Option<(u64, Instant)> = None;
+        // The monitor scope needs another look (independent of the gate:
+        // widening the monitor must not wait for our own transactions).
+        let mut scope_dirty = true;
         loop {
+            if scope_dirty && self.session.connection().is_some() {
+                scope_dirty = false;
+                if self.update_monitor() {
+                    // The ack waits for the new rows (ConditionsSettled).
+                    dirty = true;
+                }
+            }
             let now = Instant::now();
             if let Some((n, deadline)) = gate {
                 if self.session.stats().n_updates > n || now >= deadline {
@@ -422,11 +480,17 @@ impl Agent {
                     Some(SessionEvent::Connected { remote, resumed }) => {
                         tracing::info!(%remote, resumed, "connected to the Southbound");
                         dirty = true;
+                        scope_dirty = true;
                     }
-                    Some(SessionEvent::Changes(_)) => {
+                    Some(SessionEvent::Changes(changes)) => {
                         dirty = true;
+                        // Only these tables feed the scope (`Scope::compute`).
+                        scope_dirty |= changes.iter().any(|c| {
+                            matches!(c.table.name.as_str(), "Port_Binding" | "Chassis" | "Datapath_Binding")
+                        });
                         dirty_since.get_or_insert_with(Instant::now);
                     }
+                    Some(SessionEvent::ConditionsSettled) => dirty = true,
                     Some(SessionEvent::Disconnected { .. }) => {}
                     None => return,
                 },
@@ -434,6 +498,7 @@ impl Agent {
                 Ok(()) = self.ifaces_rx.changed() => {
                     self.cfg.iface_ids = self.ifaces_rx.borrow_and_update().clone();
                     dirty = true;
+                    scope_dirty = true;
                     dirty_since.get_or_insert_with(Instant::now);
                 }
                 () = &mut shutdown => return,
@@ -441,12 +506,50 @@ impl Agent {
         }
     }
 
+    /// Recomputes the monitor scope and requests the conditions that
+    /// changed; returns whether any did.
+    fn update_monitor(&mut self) -> bool {
+        if self.cfg.monitor_all {
+            return false;
+        }
+        let t0 = std::time::Instant::now();
+        let scope = Scope::compute(&self.session.replica(), &self.cfg.system_id, &self.cfg.iface_ids);
+        tracing::trace!(n_datapaths = scope.datapaths.len(), "scope computed in {:?}", t0.elapsed());
+        self.stats.n_local_datapaths = scope.datapaths.len();
+        let wanted = scope.conditions();
+        let changed: BTreeMap<String, Value> = match &self.conditions {
+            None => wanted.clone(),
+            Some(old) => {
+                wanted.iter().filter(|(t, c)| old.get(*t) != Some(*c)).map(|(t, c)| (t.clone(), c.clone())).collect()
+            }
+        };
+        if changed.is_empty() {
+            return false;
+        }
+        tracing::debug!(
+            n_datapaths = scope.datapaths.len(),
+            tables = ?changed.keys().collect::<Vec<_>>(),
+            "updating monitor conditions"
+        );
+        self.session.set_conditions_many(changed);
+        self.conditions = Some(wanted);
+        self.stats.n_monitor_updates += 1;
+        true
+    }
+
     async fn step(&mut self, now: Instant, since: Instant) -> Step {
+        // nb_cfg is acknowledged only when the replica reflects the
+        // conditions the current scope wants.
+        let ack = self.cfg.monitor_all || (self.conditions.is_some() && self.session.conditions_settled());
+        let t_plan = std::time::Instant::now();
         let plan = {
             let replica = self.session.replica();
-            plan(&self.cfg, &replica, &self.throttle, now)
+            plan(&self.cfg, &replica, &self.throttle, now, ack)
         };
-        tracing::debug!(n_ops = plan.ops.len(), claims = ?plan.claims, releases = ?plan.releases, "planned");
+        tracing::debug!(
+            n_ops = plan.ops.len(), claims = ?plan.claims, releases = ?plan.releases,
+            "planned in {:?}", t_plan.elapsed()
+        );
         if plan.ops.is_empty() {
             return Step::Idle(plan.wake);
         }
@@ -580,7 +683,7 @@ mod tests {
     fn test_steady_state_plans_nothing() {
         let rows = ports(vec![pb(1, "a", json!({"chassis": ["uuid", US], "encap": ["uuid", ENCAP], "up": true}))]);
         let Some(r) = replica(rows) else { return };
-        let p = plan(&cfg(&["a"]), &r, &HashMap::new(), Instant::now());
+        let p = plan(&cfg(&["a"]), &r, &HashMap::new(), Instant::now(), true);
         assert!(p.ops.is_empty(), "{:?}", p.ops);
     }
 
@@ -595,8 +698,13 @@ mod tests {
             pb(6, "additional", json!({"options": ["map", [["requested-chassis", "hv2,hv1"]]]})),
         ]);
         let Some(r) = replica(rows) else { return };
-        let p =
-            plan(&cfg(&["free", "by-host", "elsewhere", "router", "additional"]), &r, &HashMap::new(), Instant::now());
+        let p = plan(
+            &cfg(&["free", "by-host", "elsewhere", "router", "additional"]),
+            &r,
+            &HashMap::new(),
+            Instant::now(),
+            true,
+        );
         let mut claims = p.claims.clone();
         claims.sort();
         assert_eq!(claims, ["by-host", "free"]);
@@ -616,14 +724,14 @@ mod tests {
         let rows = ports(vec![pb(1, "a", json!({"chassis": ["uuid", THEM], "up": true}))]);
         let Some(r) = replica(rows) else { return };
         let now = Instant::now();
-        let p = plan(&cfg(&["a"]), &r, &HashMap::new(), now);
+        let p = plan(&cfg(&["a"]), &r, &HashMap::new(), now, true);
         assert_eq!(p.takeovers, ["a"]);
         let mut t = HashMap::new();
         t.insert("a".to_owned(), ClaimThrottle { last: now, n: 2 });
-        let p = plan(&cfg(&["a"]), &r, &t, now + Duration::from_millis(100));
+        let p = plan(&cfg(&["a"]), &r, &t, now + Duration::from_millis(100), true);
         assert!(p.ops.is_empty() && p.claims.is_empty());
         assert_eq!(p.wake, Some(now + Duration::from_secs(2)));
-        let p = plan(&cfg(&["a"]), &r, &t, now + Duration::from_secs(2));
+        let p = plan(&cfg(&["a"]), &r, &t, now + Duration::from_secs(2), true);
         assert_eq!(p.takeovers, ["a"]);
     }
 
@@ -636,18 +744,37 @@ mod tests {
             &mut ch,
         )
         .unwrap();
-        let p = plan(&cfg(&[]), &r, &HashMap::new(), Instant::now());
+        let p = plan(&cfg(&[]), &r, &HashMap::new(), Instant::now(), true);
         assert_eq!(p.ops.len(), 1);
         assert_eq!(p.ops[0].json()["table"], "Chassis_Private");
         assert_eq!(p.ops[0].json()["row"]["nb_cfg"], 8);
         // A new encap IP replaces the Encap row and keeps foreign other_config keys.
         let mut c = cfg(&[]);
         c.encap_ip = "192.0.2.99".to_owned();
-        let p = plan(&c, &r, &HashMap::new(), Instant::now());
+        let p = plan(&c, &r, &HashMap::new(), Instant::now(), true);
         assert_eq!(p.ops[0].json()["op"], "insert");
         assert_eq!(p.ops[0].json()["row"]["ip"], "192.0.2.99");
         assert_eq!(p.ops[1].json()["row"]["encaps"], json!(["named-uuid", "encap"]));
         assert!(p.ops[1].json()["row"].get("other_config").is_none());
+    }
+
+    #[test]
+    fn test_nb_cfg_waits_for_the_monitor() {
+        let Some(mut r) = replica(json!({})) else { return };
+        r.apply_update2(
+            &json!({"SB_Global": {"00000000-0000-0000-0000-000000000001": {"modify": {"nb_cfg": 8}}}}),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        // Conditions not settled: no acknowledgement, nothing else to do.
+        let p = plan(&cfg(&[]), &r, &HashMap::new(), Instant::now(), false);
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+        // A new Chassis_Private is created without acknowledging anything.
+        let mut c = cfg(&[]);
+        c.system_id = "hv9".to_owned();
+        let p = plan(&c, &r, &HashMap::new(), Instant::now(), false);
+        let cp = p.ops.iter().find(|o| o.json()["table"] == "Chassis_Private").unwrap();
+        assert!(cp.json()["row"].get("nb_cfg").is_none());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   reconnecting [`ovsdb::Session`] over a remote list that follows raft
 //!   cluster status through `_Server` and resumes without a full dump.
 //! - [`sb`]: typed Southbound tables, checked against the server's schema
-//!   at connect time, and typed change events.
+//!   at connect time, and typed change events; [`sb::monitor`] restricts
+//!   the monitor to the datapaths reachable from local ports.
 //! - [`chassis`]: registers the chassis (`Chassis`, `Encap`,
 //!   `Chassis_Private`), claims and releases `Port_Binding`s and
 //!   acknowledges `nb_cfg`, like ovn-controller's `chassis.c`/`binding.c`.

@@ -144,3 +144,74 @@ fn bad_arguments_are_clear_errors() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--encap-ip"));
 }
+
+#[test]
+fn config_file_with_flags_overriding() {
+    let ovn = Ovn::start(OvnOptions { clustered_sb: false, northd: true });
+    let conf = ovn.dir.path().join("petrel-ovn.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "# settings for the test\nremote = \"{}\"\nsystem-id = \"from-file\"\nencap-ip = \"192.0.2.10\"\n\
+             hostname = \"file-host\"\niface-ids = [\"lsp1\"]\nmonitor-all = true\nlog = \"debug\"\n",
+            ovn.sb_remote()
+        ),
+    )
+    .unwrap();
+    // The flag overrides the file's system-id; the rest comes from the file.
+    let args = ["--config", conf.to_str().unwrap(), "--system-id", "hv-petrel", "--monitor-all=false"];
+    let _agent = Reaped(Some(spawn(env!("CARGO_BIN_EXE_petrel-ovn"), &args, &ovn.dir.path().join("petrel-ovn.log"))));
+    let ch = poll(WAIT, "Chassis row", || chassis_uuid(&ovn));
+    assert_eq!(sb_get(&ovn, "Chassis", "hv-petrel", "hostname"), "file-host");
+    ovn.nbctl(&["ls-add", "sw0", "--", "lsp-add", "sw0", "lsp1"]);
+    poll(WAIT, "lsp1 claimed", || (pb_field(&ovn, "lsp1", "chassis")? == ch).then_some(()));
+    // `log = "debug"` from the file, and `--monitor-all=false` over the
+    // file's `true`: the agent restricts its monitor.
+    let log = std::fs::read_to_string(ovn.dir.path().join("petrel-ovn.log")).unwrap();
+    assert!(log.contains("updating monitor conditions"), "{log}");
+}
+
+fn run_with_config(text: &str, extra: &[&str]) -> (bool, String) {
+    let dir = common::TempDir::new("conf");
+    let conf = dir.path().join("bad.toml");
+    std::fs::write(&conf, text).unwrap();
+    let mut args = vec!["--config", conf.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = Command::new(env!("CARGO_BIN_EXE_petrel-ovn")).args(&args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn config_file_errors_are_clear() {
+    let base = "remote = \"unix:/nonexistent\"\nsystem-id = \"x\"\nencap-ip = \"192.0.2.1\"\n";
+    // An unknown key names the key, the line and the file.
+    let (ok, err) = run_with_config(&format!("{base}remot = \"unix:/x\"\n"), &[]);
+    assert!(!ok);
+    assert!(err.contains("unknown field `remot`"), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+    assert!(err.contains("bad.toml"), "{err}");
+    // A value of the wrong type.
+    let (ok, err) = run_with_config(&format!("{base}probe-interval-ms = \"fast\"\n"), &[]);
+    assert!(!ok);
+    assert!(err.contains("probe-interval-ms") || err.contains("invalid type"), "{err}");
+    let (ok, err) = run_with_config("system-id = \"x\"\nencap-ip = \"not-an-ip\"\n", &[]);
+    assert!(!ok && err.contains("encap-ip"), "{err}");
+    // A required setting given nowhere.
+    let (ok, err) = run_with_config("system-id = \"x\"\nencap-ip = \"192.0.2.1\"\n", &[]);
+    assert!(!ok);
+    assert!(err.contains("missing --remote (or `remote` in the config file)"), "{err}");
+    // A missing file.
+    let o = Command::new(env!("CARGO_BIN_EXE_petrel-ovn")).args(["--config", "/nonexistent/p.toml"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("reading config file /nonexistent/p.toml"));
+}
+
+#[test]
+fn help_documents_config_and_monitor_all() {
+    let o = Command::new(env!("CARGO_BIN_EXE_petrel-ovn")).arg("--help").output().unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for word in ["--config <FILE>", "--monitor-all", "iface-ids = [", "Unknown keys are errors", "ovn-monitor-all"] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+}

@@ -6,57 +6,153 @@
 //! SIGTERM/SIGINT removes its `Chassis` and `Chassis_Private` unless
 //! `--keep-chassis-on-exit` is given.
 //!
+//! Settings come from flags and from a TOML file (`--config`); flags win.
+//! Unless `--monitor-all`, it monitors only the Southbound rows of the
+//! datapaths reachable from its local ports (see `petrel_control::sb::monitor`).
+//!
 //! `--dataplane` names petreld's control socket. It is accepted and kept
 //! but not used yet: local ports and table pushes go through it once the
 //! table-runtime issue lands; until then local iface-ids come from
 //! `--iface-id`.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use petrel_control::chassis::{Agent, AgentConfig};
-use petrel_control::ovsdb::{parse_remotes, Session, SessionConfig};
-use petrel_control::sb;
+use petrel_control::ovsdb::{parse_remotes, Session};
+use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
+
+const CONFIG_HELP: &str = "\
+Config file (--config FILE, TOML): the same settings as the flags, under
+the flags' names without the dashes in front (`iface-ids` is a list).
+Flags and their environment variables override the file; a boolean flag
+given without a value means true, `--monitor-all=false` overrides a file's
+`monitor-all = true`. Unknown keys are errors. Example:
+
+    remote = \"tcp:192.0.2.1:6642,tcp:192.0.2.2:6642\"
+    system-id = \"node1\"
+    encap-ip = \"192.0.2.10\"
+    dataplane = \"/run/petrel/petreld.sock\"
+    iface-ids = [\"pod1-net1\", \"pod2-net1\"]
+    hostname = \"node1.example\"
+    keep-chassis-on-exit = false
+    probe-interval-ms = 5000
+    leader-only = false
+    monitor-all = false
+    log = \"info\"";
 
 /// OVN chassis agent for the Petrel dataplane.
 #[derive(Debug, Parser)]
-#[command(name = "petrel-ovn", version)]
+#[command(name = "petrel-ovn", version, after_help = CONFIG_HELP)]
 struct Args {
+    /// TOML file with defaults for every setting below (see the end).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Southbound remotes, comma-separated (`unix:PATH`, `tcp:HOST:PORT`).
+    /// Required (here or in the config file).
     #[arg(long, env = "OVN_REMOTE")]
-    remote: String,
-    /// System id: the name of this node's `Chassis` row.
+    remote: Option<String>,
+    /// System id: the name of this node's `Chassis` row. Required.
     #[arg(long)]
-    system_id: String,
-    /// Tunnel endpoint IP (Geneve).
+    system_id: Option<String>,
+    /// Tunnel endpoint IP (Geneve). Required.
     #[arg(long)]
-    encap_ip: std::net::IpAddr,
+    encap_ip: Option<IpAddr>,
     /// petreld control socket (unused until the table runtime exists).
     #[arg(long)]
     dataplane: Option<PathBuf>,
-    /// A local logical port (`iface-id`); repeatable.
+    /// A local logical port (`iface-id`); repeatable. Replaces the config
+    /// file's `iface-ids` when given.
     #[arg(long = "iface-id")]
     iface_ids: Vec<String>,
     /// Hostname for the `Chassis` row (default: the system's).
     #[arg(long)]
     hostname: Option<String>,
     /// Keep `Chassis`/`Chassis_Private` and the port claims on exit.
-    #[arg(long)]
-    keep_chassis_on_exit: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    keep_chassis_on_exit: Option<bool>,
     /// Inactivity probe in milliseconds (0 disables), like
-    /// `ovn-remote-probe-interval`.
-    #[arg(long, default_value_t = 5000)]
-    probe_interval_ms: u64,
-    /// Only use the leader of a clustered Southbound.
+    /// `ovn-remote-probe-interval` [default: 5000].
     #[arg(long)]
+    probe_interval_ms: Option<u64>,
+    /// Only use the leader of a clustered Southbound.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    leader_only: Option<bool>,
+    /// Monitor the whole Southbound, not only the datapaths reachable from
+    /// local ports (ovn-controller's `ovn-monitor-all=true`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    monitor_all: Option<bool>,
+    /// Log filter (`info`, `debug`, `petrel_control=debug`, ...) [default: info].
+    #[arg(long, env = "PETREL_LOG")]
+    log: Option<String>,
+}
+
+/// The config file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    remote: Option<String>,
+    system_id: Option<String>,
+    encap_ip: Option<IpAddr>,
+    dataplane: Option<PathBuf>,
+    iface_ids: Option<Vec<String>>,
+    hostname: Option<String>,
+    keep_chassis_on_exit: Option<bool>,
+    probe_interval_ms: Option<u64>,
+    leader_only: Option<bool>,
+    monitor_all: Option<bool>,
+    log: Option<String>,
+}
+
+impl FileConfig {
+    fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+}
+
+/// The settings in effect: flags over the config file over defaults.
+#[derive(Debug)]
+struct Settings {
+    remote: String,
+    system_id: String,
+    encap_ip: IpAddr,
+    dataplane: Option<PathBuf>,
+    iface_ids: Vec<String>,
+    hostname: Option<String>,
+    keep_chassis_on_exit: bool,
+    probe_interval_ms: u64,
     leader_only: bool,
-    /// Log filter (`info`, `debug`, `petrel_control=debug`, ...).
-    #[arg(long, env = "PETREL_LOG", default_value = "info")]
+    monitor_all: bool,
     log: String,
+}
+
+impl Settings {
+    fn new(args: Args) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let missing = |flag: &str| anyhow::anyhow!("missing --{flag} (or `{flag}` in the config file)");
+        Ok(Settings {
+            remote: args.remote.or(file.remote).ok_or_else(|| missing("remote"))?,
+            system_id: args.system_id.or(file.system_id).ok_or_else(|| missing("system-id"))?,
+            encap_ip: args.encap_ip.or(file.encap_ip).ok_or_else(|| missing("encap-ip"))?,
+            dataplane: args.dataplane.or(file.dataplane),
+            iface_ids: if args.iface_ids.is_empty() { file.iface_ids.unwrap_or_default() } else { args.iface_ids },
+            hostname: args.hostname.or(file.hostname),
+            keep_chassis_on_exit: args.keep_chassis_on_exit.or(file.keep_chassis_on_exit).unwrap_or(false),
+            probe_interval_ms: args.probe_interval_ms.or(file.probe_interval_ms).unwrap_or(5000),
+            leader_only: args.leader_only.or(file.leader_only).unwrap_or(false),
+            monitor_all: args.monitor_all.or(file.monitor_all).unwrap_or(false),
+            log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+        })
+    }
 }
 
 fn system_hostname() -> String {
@@ -64,12 +160,16 @@ fn system_hostname() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Settings::new(Args::parse())?;
     let filter: tracing_subscriber::filter::Targets = args.log.parse().context("--log")?;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(filter)
         .init();
 
@@ -77,22 +177,25 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Settings) -> anyhow::Result<()> {
     let remotes = parse_remotes(&args.remote).context("--remote")?;
-    let mut scfg = SessionConfig::new(remotes, sb::DATABASE);
-    scfg.schema_check = Some(sb::check_schema);
-    scfg.leader_only = args.leader_only;
-    scfg.probe_interval = (args.probe_interval_ms > 0).then(|| Duration::from_millis(args.probe_interval_ms));
     let mut acfg = AgentConfig::new(
         &args.system_id,
         &args.hostname.clone().unwrap_or_else(system_hostname),
         &args.encap_ip.to_string(),
     );
     acfg.iface_ids = args.iface_ids.iter().cloned().collect::<BTreeSet<_>>();
+    acfg.monitor_all = args.monitor_all;
+    let mut scfg = acfg.session_config(remotes);
+    scfg.leader_only = args.leader_only;
+    scfg.probe_interval = (args.probe_interval_ms > 0).then(|| Duration::from_millis(args.probe_interval_ms));
     if let Some(d) = &args.dataplane {
         tracing::info!(path = %d.display(), "dataplane control socket noted (not used yet)");
     }
-    tracing::info!(system_id = %acfg.system_id, encap_ip = %acfg.encap_ip, remote = %args.remote, "starting");
+    tracing::info!(
+        system_id = %acfg.system_id, encap_ip = %acfg.encap_ip, remote = %args.remote,
+        monitor_all = acfg.monitor_all, "starting"
+    );
 
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;

@@ -26,7 +26,7 @@ pub use self::framing::FrameError;
 pub use self::remote::{parse_remotes, Remote};
 pub use self::replica::{Replica, Row, RowChange};
 pub use self::schema::{AtomicType, ColumnType, DatabaseSchema, SchemaError, TableSchema};
-pub use self::session::{Session, SessionConfig, SessionEvent, SessionStats};
+pub use self::session::{Session, SessionConfig, SessionEvent, SessionHandle, SessionStats};
 pub use self::transact::{Condition, Function, Mutation, Mutator, Operation, RowValues, Until};
 
 /// Errors of the OVSDB client.

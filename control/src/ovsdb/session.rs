@@ -104,6 +104,10 @@ pub enum SessionEvent {
     },
     /// Rows changed (already applied to the replica).
     Changes(Vec<RowChange>),
+    /// Every condition change requested so far has been applied by the
+    /// server, and the rows it brought in or took out are in the replica
+    /// (sent after the [`SessionEvent::Changes`] of those rows).
+    ConditionsSettled,
     /// A connection ended or a connect failed; the session retries.
     Disconnected {
         /// The remote.
@@ -138,6 +142,11 @@ pub struct SessionStats {
     pub last_monitor_reply: Option<Duration>,
     /// Of which: applying it to the replica.
     pub last_apply: Option<Duration>,
+    /// `monitor_cond_change` requests acknowledged by a server.
+    pub n_cond_changes: u64,
+    /// Condition changes were requested that the replica does not reflect
+    /// yet (see [`Session::conditions_settled`]).
+    pub conditions_pending: bool,
 }
 
 #[derive(Debug)]
@@ -158,9 +167,11 @@ impl Shared {
 
 #[derive(Debug)]
 enum Cmd {
-    SetConditions(String, Value),
-    /// The server acknowledged `monitor_cond_change` number n.
-    CondAcked(u64),
+    /// New `where` clauses per table.
+    SetConditions(BTreeMap<String, Value>),
+    /// The server acknowledged the `monitor_cond_change` that renamed the
+    /// monitor to this id and carried condition changes up to this number.
+    CondAcked(Value, u64),
 }
 
 /// A running session (its task stops when this is dropped).
@@ -206,12 +217,20 @@ impl Session {
             cmd_tx: cmd_tx.clone(),
             cond_seq: 0,
             cond_acked: 0,
+            cond_pending: BTreeMap::new(),
+            cond_in_flight: None,
             last_txn_id: None,
             monitor_seq: 0,
             max_index: None,
         };
         let task = tokio::spawn(runner.run());
         Session { shared, events: ev_rx, cmd: cmd_tx, task, database }
+    }
+
+    /// A read-only view of the replica and counters that can be kept and
+    /// used elsewhere while the session's owner drives it.
+    pub fn handle(&self) -> SessionHandle {
+        SessionHandle { shared: self.shared.clone() }
     }
 
     /// The next event. Cancel safe.
@@ -252,7 +271,50 @@ impl Session {
     /// Replaces the `where` clause of `table`'s monitor (a JSON array of
     /// conditions, `[true]` for every row), now and after reconnects.
     pub fn set_conditions(&self, table: &str, where_: Value) {
-        let _ = self.cmd.send(Cmd::SetConditions(table.to_owned(), where_));
+        self.set_conditions_many(BTreeMap::from([(table.to_owned(), where_)]));
+    }
+
+    /// Replaces the `where` clauses of several tables in one
+    /// `monitor_cond_change`. Tables the server's schema lacks are skipped.
+    ///
+    /// Changes are sent one at a time, in order: a change requested while
+    /// another is in flight is merged with any others and sent once the
+    /// server has answered (the monitor id changes with each request, so
+    /// two in flight could reach the server out of order).
+    pub fn set_conditions_many(&self, conditions: BTreeMap<String, Value>) {
+        if conditions.is_empty() {
+            return;
+        }
+        // Flag and command under one lock, so the session task cannot clear
+        // the flag between them (it checks its queue under this lock).
+        let mut s = self.shared.stats();
+        s.conditions_pending = true;
+        let _ = self.cmd.send(Cmd::SetConditions(conditions));
+    }
+
+    /// Whether every condition change requested so far is reflected in the
+    /// replica (then [`SessionEvent::ConditionsSettled`] has been sent).
+    pub fn conditions_settled(&self) -> bool {
+        !self.shared.stats().conditions_pending
+    }
+}
+
+/// A read-only view of a [`Session`] (see [`Session::handle`]); it stays
+/// valid, frozen, after the session is dropped.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl SessionHandle {
+    /// Read access to the replica. Do not hold it across an `.await`.
+    pub fn replica(&self) -> RwLockReadGuard<'_, Replica> {
+        self.shared.replica.read().expect("replica lock is never poisoned")
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SessionStats {
+        self.shared.stats().clone()
     }
 }
 
@@ -269,6 +331,10 @@ struct Runner {
     /// missed.
     cond_seq: u64,
     cond_acked: u64,
+    /// Changes requested but not sent yet (one change is in flight at most).
+    cond_pending: BTreeMap<String, Value>,
+    /// The monitor id the change in flight renames the monitor to.
+    cond_in_flight: Option<Value>,
     last_txn_id: Option<String>,
     monitor_seq: u64,
     /// Highest raft index seen in `_Server`: a member behind it is stale.
@@ -343,13 +409,16 @@ impl Runner {
         }
     }
 
+    /// Handles a command while not connected: conditions are only stored
+    /// (the next monitor carries them all).
     fn store_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::SetConditions(t, w) => {
-                self.cfg.conditions.insert(t, w);
+            Cmd::SetConditions(c) => {
+                self.cfg.conditions.extend(c);
                 self.cond_seq += 1;
             }
-            Cmd::CondAcked(n) => self.cond_acked = self.cond_acked.max(n),
+            // An answer on a connection that is gone.
+            Cmd::CondAcked(..) => {}
         }
     }
 
@@ -403,6 +472,8 @@ impl Runner {
         }
         // The new monitor carries every condition requested so far.
         self.cond_acked = self.cond_seq;
+        self.cond_pending.clear();
+        self.cond_in_flight = None;
         let requests = self.monitor_requests(&schema);
         self.monitor_seq += 1;
         let monitor_id = json!(format!("{db}#{}", self.monitor_seq));
@@ -446,6 +517,10 @@ impl Runner {
             s.last_sync = Some(t0.elapsed());
             s.last_monitor_reply = Some(monitor_time);
             s.last_apply = Some(t_apply.elapsed());
+            // A change requested meanwhile is still queued (see `settle_conditions`).
+            if self.cmd.is_empty() {
+                s.conditions_pending = false;
+            }
         }
         *self.shared.conn() = Some(conn.clone());
         tracing::info!(
@@ -456,6 +531,9 @@ impl Runner {
         let _ = self.events.send(SessionEvent::Connected { remote: remote.to_string(), resumed: found });
         if !changes.is_empty() {
             let _ = self.events.send(SessionEvent::Changes(changes));
+        }
+        if !self.shared.stats().conditions_pending {
+            let _ = self.events.send(SessionEvent::ConditionsSettled);
         }
         Ok((monitor_id, server))
     }
@@ -493,35 +571,110 @@ impl Runner {
                 },
                 cmd = self.cmd.recv() => match cmd {
                     None => break Error::Disconnected("session dropped".to_owned()),
-                    Some(Cmd::CondAcked(n)) => self.cond_acked = self.cond_acked.max(n),
-                    Some(Cmd::SetConditions(table, where_)) => {
-                        self.cfg.conditions.insert(table.clone(), where_.clone());
+                    Some(Cmd::SetConditions(c)) => {
                         self.cond_seq += 1;
-                        let seq = self.cond_seq;
-                        let acks = self.cmd_tx.clone();
-                        self.monitor_seq += 1;
-                        let new_id = json!(format!("{}#{}", self.cfg.database, self.monitor_seq));
-                        let old_id = std::mem::replace(&mut live.monitor_id, new_id.clone());
-                        let conn = live.conn.clone();
-                        // The reply is awaited elsewhere so updates keep flowing meanwhile.
-                        tokio::spawn(async move {
-                            let req = json!({table: [{"where": where_}]});
-                            match conn.monitor_cond_change(&old_id, &new_id, &req).await {
-                                Ok(()) => {
-                                    let _ = acks.send(Cmd::CondAcked(seq));
-                                }
-                                Err(e) => {
-                                    tracing::warn!("monitor_cond_change failed: {e}");
-                                    conn.close();
-                                }
+                        self.cfg.conditions.extend(c.clone());
+                        self.cond_pending.extend(c);
+                        if self.cond_in_flight.is_none() {
+                            self.send_cond_change(&mut live);
+                        }
+                    }
+                    Some(Cmd::CondAcked(id, seq)) => {
+                        if self.cond_in_flight.as_ref() != Some(&id) {
+                            // An answer meant for an earlier connection; it
+                            // may have kept the flag set (see `settle_conditions`).
+                            if self.cond_in_flight.is_none() && self.cond_pending.is_empty() {
+                                self.settle_conditions();
                             }
-                        });
+                            continue;
+                        }
+                        // The server sends the update a condition change
+                        // causes before its reply, and the connection queues
+                        // messages in order: apply what is queued, so the
+                        // replica reflects the change before it counts as
+                        // settled.
+                        let mut queued = Ok(());
+                        while let Ok(inc) = live.rx.try_recv() {
+                            queued = match inc {
+                                Incoming::Closed(e) => Err(e),
+                                Incoming::Notify { method, params } => self.notify(&mut live, &method, params),
+                            };
+                            if queued.is_err() {
+                                break;
+                            }
+                        }
+                        if let Err(e) = queued {
+                            break e;
+                        }
+                        self.cond_in_flight = None;
+                        self.cond_acked = self.cond_acked.max(seq);
+                        self.shared.stats().n_cond_changes += 1;
+                        if self.cond_pending.is_empty() {
+                            self.settle_conditions();
+                        } else {
+                            self.send_cond_change(&mut live);
+                        }
                     }
                 },
             }
         };
         live.conn.close();
         error
+    }
+
+    /// Sends the pending condition changes as one `monitor_cond_change`,
+    /// whose answer comes back as [`Cmd::CondAcked`] (it is awaited in a
+    /// task so updates keep flowing meanwhile).
+    fn send_cond_change(&mut self, live: &mut Live) {
+        let schema = self.shared.replica.read().expect("replica lock is never poisoned").schema().clone();
+        let mut req = serde_json::Map::new();
+        for (table, where_) in std::mem::take(&mut self.cond_pending) {
+            let monitored = self.cfg.tables.as_ref().is_none_or(|t| t.contains(&table));
+            if monitored && schema.table(&table).is_some() {
+                req.insert(table, json!([{"where": where_}]));
+            }
+        }
+        let seq = self.cond_seq;
+        if req.is_empty() {
+            self.cond_acked = self.cond_acked.max(seq);
+            self.settle_conditions();
+            return;
+        }
+        self.monitor_seq += 1;
+        let new_id = json!(format!("{}#{}", self.cfg.database, self.monitor_seq));
+        let old_id = std::mem::replace(&mut live.monitor_id, new_id.clone());
+        self.cond_in_flight = Some(new_id.clone());
+        let conn = live.conn.clone();
+        let acks = self.cmd_tx.clone();
+        tokio::spawn(async move {
+            match conn.monitor_cond_change(&old_id, &new_id, &Value::Object(req)).await {
+                Ok(()) => {
+                    let _ = acks.send(Cmd::CondAcked(new_id, seq));
+                }
+                Err(e) => {
+                    // The reconnect monitors with every condition.
+                    tracing::warn!("monitor_cond_change failed: {e}");
+                    conn.close();
+                }
+            }
+        });
+    }
+
+    /// Marks the replica as reflecting every requested condition, unless
+    /// more were requested meanwhile.
+    fn settle_conditions(&mut self) {
+        if self.cond_acked != self.cond_seq {
+            return;
+        }
+        let mut s = self.shared.stats();
+        // A request made after the last `SetConditions` was received is
+        // still queued; the flag stays set until that one is applied.
+        if !self.cmd.is_empty() {
+            return;
+        }
+        s.conditions_pending = false;
+        drop(s);
+        let _ = self.events.send(SessionEvent::ConditionsSettled);
     }
 
     fn notify(&mut self, live: &mut Live, method: &str, params: Box<RawValue>) -> Result<(), Error> {
@@ -556,6 +709,8 @@ impl Runner {
             }
         };
         drop(params);
+        let t0 = Instant::now();
+        let n_bytes = updates.get().len();
         let schema = self.shared.replica.read().expect("replica lock is never poisoned").schema().clone();
         let mut changes = Vec::new();
         let applied = parse_updates(&schema, updates.get()).and_then(|parsed| {
@@ -574,6 +729,7 @@ impl Runner {
             s.n_updates += 1;
             s.last_txn_id.clone_from(&self.last_txn_id);
         }
+        tracing::debug!(method, n_bytes, n_changes = changes.len(), "update applied in {:?}", t0.elapsed());
         if !changes.is_empty() {
             let _ = self.events.send(SessionEvent::Changes(changes));
         }

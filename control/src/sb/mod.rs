@@ -8,6 +8,9 @@
 //! mismatch names the table and column. [`decode_change`] turns the
 //! replica's row changes into typed [`SbEvent`]s for incremental consumers.
 //!
+//! [`monitor`] says which rows a chassis monitors (conditional
+//! monitoring, ovn-controller's `ovn-monitor-all=false`).
+//!
 //! Column types map to fields as: scalar → `String`/`i64`/`bool`/`Uuid`/
 //! `f64`; optional (min 0, max 1) → `Option<_>`; set → `Vec<_>` (sorted);
 //! string map → `BTreeMap<String, String>`.
@@ -15,6 +18,8 @@
 use std::collections::BTreeMap;
 
 use uuid::Uuid;
+
+pub mod monitor;
 
 use crate::ovsdb::{Atom, AtomicType, ColumnType, DatabaseSchema, Datum, Error, Replica, Row, RowChange};
 
