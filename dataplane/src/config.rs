@@ -33,8 +33,9 @@ pub struct Cli {
     /// CPUs for the PMD threads (one thread each, pinned): e.g. `1`, `1,3`, `2-3`. Default: 1.
     #[arg(long, value_name = "LIST")]
     pub pmd_cores: Option<String>,
-    /// A port: `NAME=dpdk[,vlan=TAG],devargs=<DPDK devargs>`; everything after
-    /// `devargs=` is the devargs (e.g. `net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap`).
+    /// A port: `NAME=dpdk[,vlan=TAG][,iface-id=LPORT],devargs=<DPDK devargs>`; everything
+    /// after `devargs=` is the devargs (e.g. `net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap`).
+    /// `iface-id=` names the OVN logical port this port is, for petrel-ovn to claim.
     /// With `vlan=TAG` the port is a VLAN trunk for one tag: frames leaving it get
     /// the tag pushed, frames arriving must carry it (it is popped; others are dropped).
     #[arg(long = "port", value_name = "SPEC")]
@@ -121,6 +122,10 @@ pub struct FilePort {
     pub devargs: String,
     /// VLAN trunk tag, as `vlan=` in `--port`.
     pub vlan: Option<u16>,
+    /// The OVN logical port this port is (`external_ids:iface-id` in OVS terms),
+    /// as `iface-id=` in `--port`: petrel-ovn claims it for this chassis.
+    #[serde(rename = "iface-id", alias = "iface_id")]
+    pub iface_id: Option<String>,
 }
 
 fn default_port_type() -> String {
@@ -225,6 +230,8 @@ pub struct PlanPort {
     pub kind: PortKind,
     /// VLAN trunk tag.
     pub vlan: Option<u16>,
+    /// OVN logical port name (`iface-id`), if declared.
+    pub iface_id: Option<String>,
     /// Role.
     pub role: Role,
 }
@@ -335,6 +342,7 @@ pub fn parse_port_spec(spec: &str) -> Result<FilePort> {
         );
     }
     let mut vlan = None;
+    let mut iface_id = None;
     let mut devargs = None;
     while !rest.is_empty() {
         if let Some(d) = rest.strip_prefix("devargs=") {
@@ -344,13 +352,14 @@ pub fn parse_port_spec(spec: &str) -> Result<FilePort> {
         let (kv, tail) = rest.split_once(',').unwrap_or((rest, ""));
         match kv.split_once('=') {
             Some(("vlan", v)) => vlan = Some(v.parse().with_context(|| format!("--port {spec:?}: bad vlan {v:?}"))?),
-            _ => bail!("--port {spec:?}: unknown option {kv:?} (known: vlan=, devargs= last)"),
+            Some(("iface-id", v)) if !v.is_empty() => iface_id = Some(v.to_owned()),
+            _ => bail!("--port {spec:?}: unknown option {kv:?} (known: vlan=, iface-id=, devargs= last)"),
         }
         rest = tail;
     }
     let devargs =
         devargs.filter(|d| !d.is_empty()).ok_or_else(|| anyhow!("--port {spec:?}: missing devargs=<DPDK devargs>"))?;
-    Ok(FilePort { name: name.to_owned(), kind: kind.to_owned(), devargs, vlan })
+    Ok(FilePort { name: name.to_owned(), kind: kind.to_owned(), devargs, vlan, iface_id })
 }
 
 fn parse_geneve_spec(spec: &str) -> Result<FileGeneve> {
@@ -462,6 +471,7 @@ fn build_plan(
             name: p.name.clone(),
             kind: PortKind::Dpdk { devargs: p.devargs.clone() },
             vlan: p.vlan,
+            iface_id: p.iface_id.clone(),
             role: Role::None,
         });
     }
@@ -493,6 +503,7 @@ fn build_plan(
                 ttl: g.ttl,
             }),
             vlan: None,
+            iface_id: None,
             role: Role::None,
         });
     }
@@ -591,9 +602,11 @@ mod tests {
 
     #[test]
     fn port_spec_keeps_everything_after_devargs() {
-        let p = parse_port_spec("a=dpdk,vlan=7,devargs=net_pcap0,rx_pcap=x.pcap,tx_pcap=y.pcap").unwrap();
+        let p = parse_port_spec("a=dpdk,vlan=7,iface-id=pod1.default,devargs=net_pcap0,rx_pcap=x.pcap,tx_pcap=y.pcap")
+            .unwrap();
         assert_eq!(p.name, "a");
         assert_eq!(p.vlan, Some(7));
+        assert_eq!(p.iface_id.as_deref(), Some("pod1.default"));
         assert_eq!(p.devargs, "net_pcap0,rx_pcap=x.pcap,tx_pcap=y.pcap");
         assert!(parse_port_spec("a=vhost,devargs=x").is_err());
         assert!(parse_port_spec("a=dpdk,foo=1,devargs=x").is_err());

@@ -58,6 +58,7 @@ impl PetreldNode {
                         PortKind::Geneve(g) => format!("geneve {} -> {} vni {}", g.local, g.remote, g.vni),
                     },
                     state: "up".to_owned(),
+                    iface_id: p.iface_id.clone(),
                     logical: render::logical_port(&snap, index),
                     stats: total.ports.get(i).map(PortStats::from).unwrap_or_default(),
                 }

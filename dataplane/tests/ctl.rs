@@ -105,6 +105,7 @@ impl FakeNode {
                 name: n.clone(),
                 kind: format!("dpdk net_null{i}"),
                 state: "up".into(),
+                iface_id: Some(format!("lp-{n}")),
                 logical: render::logical_port(s, i as u16),
                 stats: PortStats { rx_packets: 10 * i as u64, tx_packets: 3, ..PortStats::default() },
             })

@@ -232,7 +232,12 @@ fn published_switch_forwards_floods_answers_arp_and_drops_spoofs() {
         .arg(&socket)
         .arg("--stats-file")
         .arg(&stats_file)
-        .args(["--port", &port("a", 0, &fifo), "--port", &port("b", 1, &d.join("empty.pcap"))])
+        .args([
+            "--port",
+            &port("a", 0, &fifo),
+            "--port",
+            &port("b", 1, &d.join("empty.pcap")).replacen("=dpdk,", "=dpdk,iface-id=lp-b,", 1),
+        ])
         .args(["--port", &port("c", 2, &d.join("empty.pcap"))])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -256,6 +261,8 @@ fn published_switch_forwards_floods_answers_arp_and_drops_spoofs() {
     let show = ctl.show().unwrap();
     assert_eq!(show.generation, 1);
     assert_eq!(show.ports[1].logical.as_ref().unwrap().port_name.as_deref(), Some("lp-b"));
+    assert_eq!(show.ports[1].iface_id.as_deref(), Some("lp-b"), "the declared iface-id is what petrel-ovn reads");
+    assert_eq!(show.ports[0].iface_id, None);
     // A bad snapshot is refused and the running tables stay.
     let mut bad = switch();
     bad.local_ports.push(Some(LocalPort { datapath: 99, port: 1 }));

@@ -405,6 +405,10 @@ pub struct PortInfo {
     pub kind: String,
     /// Link or connection state (`up`, `down`, `connecting`).
     pub state: String,
+    /// The OVN logical port name this port declares (`iface-id`), which
+    /// petrel-ovn claims; `None` for ports that are not OVN ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface_id: Option<String>,
     /// Bound logical port, if any.
     pub logical: Option<LogicalPortInfo>,
     /// Counters summed over PMDs.
