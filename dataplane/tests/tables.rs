@@ -245,7 +245,9 @@ fn published_switch_forwards_floods_answers_arp_and_drops_spoofs() {
         .unwrap();
     let mut daemon = Daemon { child, socket: socket.clone() };
     // net_pcap reads the capture header when the port opens: give it one.
-    let mut w = PcapWriter::new(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap()).unwrap();
+    // Opened read-write, which never blocks on a FIFO (write-only would wait
+    // for petreld forever if it died first); the test never reads from it.
+    let mut w = PcapWriter::new(std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap()).unwrap();
 
     let mut ctl = connect(&daemon.socket);
     assert_eq!(ctl.hello().generation, 0, "no tables before the first publish");
