@@ -29,6 +29,14 @@
 //!   full speed (ovn-controller's `CLAIM_TIME_THRESHOLD_MS` is a fixed
 //!   500 ms). Ports no longer local are released (`chassis`, `encap`
 //!   cleared, `up=false`).
+//! - Which iface-ids are local: the static ones (`AgentConfig::iface_ids`,
+//!   `--iface-id`) and, with `petrel-ovn --dataplane`, the `iface-id`s of
+//!   petreld's ports, pushed through [`IfaceIds`] by the watcher in
+//!   [`crate::dataplane`]. When petreld is lost, its last ports stay local
+//!   for a grace period (10 s by default, `--dataplane-grace-ms`) so a
+//!   petreld restart does not flap the claims; after it they are released
+//!   (ovn-controller releases a port whose OVS interface disappears, and a
+//!   port of a petreld that is down forwards nothing).
 //!
 //! - What the session monitors: unless `monitor_all`, only the rows of the
 //!   local datapaths ([`crate::sb::monitor`]); the agent recomputes that
@@ -379,8 +387,9 @@ pub struct Agent {
     conditions: Option<BTreeMap<String, Value>>,
 }
 
-/// Changes the local iface-ids of a running [`Agent`] (the hook petreld's
-/// control socket will drive; `--iface-id` sets the initial set).
+/// Changes the local iface-ids of a running [`Agent`]: the
+/// [`crate::dataplane`] watcher drives it from petreld's ports
+/// (`--iface-id` sets the initial set).
 #[derive(Debug, Clone)]
 pub struct IfaceIds(Arc<watch::Sender<BTreeSet<String>>>);
 

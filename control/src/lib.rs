@@ -12,6 +12,9 @@
 //! - [`chassis`]: registers the chassis (`Chassis`, `Encap`,
 //!   `Chassis_Private`), claims and releases `Port_Binding`s and
 //!   acknowledges `nb_cfg`, like ovn-controller's `chassis.c`/`binding.c`.
+//! - [`dataplane`]: learns the local iface-ids from petreld's control
+//!   socket (`petrel-ovn --dataplane`), with a grace period across petreld
+//!   restarts.
 //!
 //! This crate does not link DPDK: what it will hand to the dataplane is the
 //! table contract of `petrel-dataplane`, through petreld's control socket.
@@ -19,5 +22,6 @@
 #![warn(missing_docs)]
 
 pub mod chassis;
+pub mod dataplane;
 pub mod ovsdb;
 pub mod sb;

@@ -10,10 +10,12 @@
 //! Unless `--monitor-all`, it monitors only the Southbound rows of the
 //! datapaths reachable from its local ports (see `petrel_control::sb::monitor`).
 //!
-//! `--dataplane` names petreld's control socket. It is accepted and kept
-//! but not used yet: local ports and table pushes go through it once the
-//! table-runtime issue lands; until then local iface-ids come from
-//! `--iface-id`.
+//! `--dataplane` names petreld's control socket: the local iface-ids are
+//! then those of petreld's ports (`iface-id=` in their `--port` specs), in
+//! addition to `--iface-id`, learnt by polling `show`
+//! (`petrel_control::dataplane`, which also explains the grace period
+//! across petreld restarts). Table pushes will go through the same socket
+//! once the logical-flow compiler exists.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -23,11 +25,24 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use petrel_control::chassis::{Agent, AgentConfig};
+use petrel_control::dataplane::{WatchConfig, Watcher};
 use petrel_control::ovsdb::{parse_remotes, Session};
 use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
 
 const CONFIG_HELP: &str = "\
+Local ports: with --dataplane, petrel-ovn polls petreld's control socket
+(`show`, every --dataplane-poll-ms) and treats the iface-id of every
+petreld port (`iface-id=NAME` in its --port spec) as local, as well as the
+--iface-id ones: a port is claimed when it appears in petreld and released
+when it disappears. If petreld cannot be reached (not started yet, restarting,
+exited), petrel-ovn retries (100 ms backoff doubling to 2 s) and keeps the
+ports petreld last reported claimed for --dataplane-grace-ms (10 s), so a
+petreld restart does not flap the claims; once that grace period is over
+without petreld, those ports are released (a port of a petreld that is down
+forwards nothing, and ovn-controller too releases a port whose interface
+is gone). Until petreld has answered once, only --iface-id ports are local.
+
 Config file (--config FILE, TOML): the same settings as the flags, under
 the flags' names without the dashes in front (`iface-ids` is a list).
 Flags and their environment variables override the file; a boolean flag
@@ -38,6 +53,8 @@ given without a value means true, `--monitor-all=false` overrides a file's
     system-id = \"node1\"
     encap-ip = \"192.0.2.10\"
     dataplane = \"/run/petrel/petreld.sock\"
+    dataplane-poll-ms = 250
+    dataplane-grace-ms = 10000
     iface-ids = [\"pod1-net1\", \"pod2-net1\"]
     hostname = \"node1.example\"
     keep-chassis-on-exit = false
@@ -63,9 +80,18 @@ struct Args {
     /// Tunnel endpoint IP (Geneve). Required.
     #[arg(long)]
     encap_ip: Option<IpAddr>,
-    /// petreld control socket (unused until the table runtime exists).
-    #[arg(long)]
+    /// petreld control socket: learn local iface-ids from petreld's ports
+    /// (see "Local ports" below).
+    #[arg(long, value_name = "SOCKET")]
     dataplane: Option<PathBuf>,
+    /// Interval between two polls of petreld's ports, in milliseconds
+    /// [default: 250].
+    #[arg(long, value_name = "MS")]
+    dataplane_poll_ms: Option<u64>,
+    /// How long the ports petreld last reported stay claimed after petreld
+    /// is lost, in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    dataplane_grace_ms: Option<u64>,
     /// A local logical port (`iface-id`); repeatable. Replaces the config
     /// file's `iface-ids` when given.
     #[arg(long = "iface-id")]
@@ -100,6 +126,8 @@ struct FileConfig {
     system_id: Option<String>,
     encap_ip: Option<IpAddr>,
     dataplane: Option<PathBuf>,
+    dataplane_poll_ms: Option<u64>,
+    dataplane_grace_ms: Option<u64>,
     iface_ids: Option<Vec<String>>,
     hostname: Option<String>,
     keep_chassis_on_exit: Option<bool>,
@@ -123,6 +151,8 @@ struct Settings {
     system_id: String,
     encap_ip: IpAddr,
     dataplane: Option<PathBuf>,
+    dataplane_poll_ms: u64,
+    dataplane_grace_ms: u64,
     iface_ids: Vec<String>,
     hostname: Option<String>,
     keep_chassis_on_exit: bool,
@@ -144,6 +174,8 @@ impl Settings {
             system_id: args.system_id.or(file.system_id).ok_or_else(|| missing("system-id"))?,
             encap_ip: args.encap_ip.or(file.encap_ip).ok_or_else(|| missing("encap-ip"))?,
             dataplane: args.dataplane.or(file.dataplane),
+            dataplane_poll_ms: args.dataplane_poll_ms.or(file.dataplane_poll_ms).unwrap_or(250).max(1),
+            dataplane_grace_ms: args.dataplane_grace_ms.or(file.dataplane_grace_ms).unwrap_or(10_000),
             iface_ids: if args.iface_ids.is_empty() { file.iface_ids.unwrap_or_default() } else { args.iface_ids },
             hostname: args.hostname.or(file.hostname),
             keep_chassis_on_exit: args.keep_chassis_on_exit.or(file.keep_chassis_on_exit).unwrap_or(false),
@@ -186,12 +218,24 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     );
     acfg.iface_ids = args.iface_ids.iter().cloned().collect::<BTreeSet<_>>();
     acfg.monitor_all = args.monitor_all;
+    // One synchronous look at petreld first, so the agent starts with its
+    // ports (and does not release what a previous run left claimed).
+    let watcher = args.dataplane.as_ref().map(|d| {
+        let mut wcfg = WatchConfig::new(d, acfg.iface_ids.clone());
+        wcfg.poll_interval = Duration::from_millis(args.dataplane_poll_ms);
+        wcfg.grace = Duration::from_millis(args.dataplane_grace_ms);
+        tracing::info!(
+            socket = %d.display(), poll = ?wcfg.poll_interval, grace = ?wcfg.grace,
+            "learning local ports from petreld"
+        );
+        let mut w = Watcher::new(wcfg);
+        let client = w.probe();
+        acfg.iface_ids = w.wanted();
+        (w, client)
+    });
     let mut scfg = acfg.session_config(remotes);
     scfg.leader_only = args.leader_only;
     scfg.probe_interval = (args.probe_interval_ms > 0).then(|| Duration::from_millis(args.probe_interval_ms));
-    if let Some(d) = &args.dataplane {
-        tracing::info!(path = %d.display(), "dataplane control socket noted (not used yet)");
-    }
     tracing::info!(
         system_id = %acfg.system_id, encap_ip = %acfg.encap_ip, remote = %args.remote,
         monitor_all = acfg.monitor_all, "starting"
@@ -200,6 +244,10 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut agent = Agent::new(acfg, Session::start(scfg));
+    let watch = match watcher {
+        Some((w, client)) => Some(w.spawn(agent.iface_ids(), client).context("starting the petreld watcher")?),
+        None => None,
+    };
     agent
         .run(async {
             tokio::select! {
@@ -208,6 +256,8 @@ async fn run(args: Settings) -> anyhow::Result<()> {
             }
         })
         .await;
+    // Dropped, not joined: it may be in the middle of a request.
+    drop(watch);
     if args.keep_chassis_on_exit {
         tracing::info!("exiting, chassis kept");
         return Ok(());
