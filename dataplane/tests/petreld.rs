@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+mod common;
+
+use common::{read_pcap, tagged, tshark_num as num, write_pcap};
 
 const PETRELD: &str = env!("CARGO_BIN_EXE_petreld");
 /// EAL for tests: in-memory (no shared files, so concurrent tests don't
@@ -22,25 +24,6 @@ const EAL: &str = "--in-memory --no-pci --no-telemetry -m 256 -l 0 --log-level=*
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures").join(name)
-}
-
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut r = PcapReader::new(f).unwrap();
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.unwrap().data.into_owned());
-    }
-    out
-}
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut w = PcapWriter::new(f).unwrap();
-    for (i, fr) in frames.iter().enumerate() {
-        let ts = Duration::from_micros(i as u64);
-        w.write_packet(&PcapPacket::new(ts, fr.len() as u32, fr)).unwrap();
-    }
 }
 
 /// A `--port` spec for a net_pcap vdev reading `rx` and writing `tx`.
@@ -100,19 +83,11 @@ fn drops(o: &Out, reason: &str) -> u64 {
     o.stats["drops"][reason].as_u64().unwrap_or_else(|| panic!("no drop reason {reason} in {}", o.stats))
 }
 
-fn empty_pcap(dir: &Path) -> PathBuf {
+/// An empty capture in `dir`, for ports that only transmit.
+fn empty(dir: &Path) -> PathBuf {
     let p = dir.join("empty.pcap");
-    write_pcap(&p, &[]);
+    common::empty_pcap(&p);
     p
-}
-
-/// Inserts an 802.1Q tag after the MAC addresses.
-fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
-    let mut v = frame[..12].to_vec();
-    v.extend_from_slice(&[0x81, 0x00]);
-    v.extend_from_slice(&vid.to_be_bytes());
-    v.extend_from_slice(&frame[12..]);
-    v
 }
 
 #[test]
@@ -121,7 +96,7 @@ fn xconnect_replays_a_capture_byte_exact() {
     let d = dir.path();
     let input = read_pcap(&fixture("mixed.pcap"));
     assert!(input.len() >= 32, "fixture should have a few bursts' worth");
-    let empty = empty_pcap(d);
+    let empty = empty(d);
     let o = run_petreld(
         d,
         &[
@@ -197,7 +172,7 @@ fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
 fn geneve_two_nodes_by_hand_encap_dissects_and_decap_restores() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let empty = empty_pcap(d);
+    let empty = empty(d);
     let frames: Vec<Vec<u8>> =
         read_pcap(&fixture("ipv4.pcap")).into_iter().chain(read_pcap(&fixture("arp.pcap"))).collect();
     write_pcap(&d.join("pod.in.pcap"), &frames);
@@ -295,15 +270,6 @@ fn geneve_two_nodes_by_hand_encap_dissects_and_decap_restores() {
     assert_eq!(drops(&c, "geneve_unknown_tunnel"), frames.len() as u64);
 }
 
-/// A number as tshark prints it: decimal or `0x` hex.
-fn num(s: &str) -> u64 {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    }
-    .unwrap_or_else(|e| panic!("not a number: {s:?}: {e}"))
-}
-
 /// A minimal Ethernet/IPv4/UDP frame from `src` to `dst`.
 fn udp_frame(dst: [u8; 6], src: [u8; 6], id: u8) -> Vec<u8> {
     let mut f = Vec::new();
@@ -335,7 +301,7 @@ fn bridge_floods_unknown_learns_sources_and_honours_static_entries() {
     let b_in = vec![udp_frame(ma, mb, 4)];
     write_pcap(&d.join("a.in.pcap"), &a_in);
     write_pcap(&d.join("b.in.pcap"), &b_in);
-    let empty = empty_pcap(d);
+    let empty = empty(d);
     let o = run_petreld(
         d,
         &[
@@ -364,7 +330,7 @@ fn malformed_frames_are_dropped_with_their_reasons() {
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
     let frames = read_pcap(&fixture("malformed.pcap"));
-    let empty = empty_pcap(d);
+    let empty = empty(d);
     // A cross-connect into a VLAN trunk parses every frame (a plain one is a
     // wire and would not) and learns nothing, so what passes is exactly what
     // extraction accepts.
@@ -505,7 +471,7 @@ fn uplink_terminates_geneve_by_remote_and_vni_and_drops_the_rest_with_reasons() 
     meta.extend(manifest_packets(&manifest, "malformed.pcap"));
     assert_eq!(frames.len(), meta.len());
     write_pcap(&d.join("wire.pcap"), &frames);
-    let empty = empty_pcap(d);
+    let empty = empty(d);
     // Three tunnels on one uplink: (name, local, remote, vni).
     let tunnels = [
         ("t7", "192.0.2.2", "192.0.2.1", 7u64),

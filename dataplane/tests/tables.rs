@@ -14,7 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+mod common;
+
+use common::{empty_pcap, read_pcap, tagged};
+use pcap_file::pcap::{PcapPacket, PcapWriter};
 use petrel_dataplane::ctl::client::Client;
 use petrel_dataplane::ctl::proto::SnapshotMsg;
 use petrel_dataplane::drop::DropReason;
@@ -163,27 +166,6 @@ fn arp_request(src: u128, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
     f
 }
 
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let mut r = PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.unwrap().data.into_owned());
-    }
-    out
-}
-
-fn empty_pcap(path: &Path) {
-    PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
-}
-
-fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
-    let mut v = frame[..12].to_vec();
-    v.extend_from_slice(&[0x81, 0x00]);
-    v.extend_from_slice(&vid.to_be_bytes());
-    v.extend_from_slice(&frame[12..]);
-    v
-}
-
 struct Daemon {
     child: Child,
     socket: PathBuf,
@@ -277,7 +259,7 @@ fn published_switch_forwards_floods_answers_arp_and_drops_spoofs() {
     let bcast = udp_frame(0xffff_ffff_ffff, MAC1, 9);
     let spoof = udp_frame(MAC2, 0x0200_0000_0099, 10);
     let arp = arp_request(MAC1, [10, 0, 0, 1], [10, 0, 0, 254]);
-    let input: Vec<Vec<u8>> = unicast.iter().cloned().chain([bcast.clone(), spoof, arp.clone()]).collect();
+    let input: Vec<Vec<u8>> = unicast.iter().cloned().chain([bcast.clone(), spoof, arp]).collect();
     for (i, f) in input.iter().enumerate() {
         w.write_packet(&PcapPacket::new(Duration::from_micros(i as u64), f.len() as u32, f)).unwrap();
     }
@@ -313,7 +295,6 @@ fn published_switch_forwards_floods_answers_arp_and_drops_spoofs() {
     assert_eq!(s["mbufs_leaked"], 0);
     // Three packets of one flow: the first ran the pipeline, the next two hit the cache.
     assert!(s["pmds"][0]["cache_hits"].as_u64().unwrap() >= 2, "{s}");
-    let _ = arp;
 }
 
 /// Logical wire: lp 1 (port 0) <-> lp 2 (port 1), plus `extra` rules that

@@ -48,6 +48,20 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     }
 }
 
+/// Writes a pcap with no frames (for ports that only transmit).
+pub fn empty_pcap(path: &Path) {
+    write_pcap(path, &[]);
+}
+
+/// `frame` with an 802.1Q tag (TCI = `vid`) inserted after the MAC addresses.
+pub fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut v = frame[..12].to_vec();
+    v.extend_from_slice(&[0x81, 0x00]);
+    v.extend_from_slice(&vid.to_be_bytes());
+    v.extend_from_slice(&frame[12..]);
+    v
+}
+
 /// `pcap-fixtures/manifest.json`.
 pub fn manifest() -> Value {
     let path = fixtures_dir().join("manifest.json");
