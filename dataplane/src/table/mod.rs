@@ -78,6 +78,21 @@ pub enum Action {
     },
     /// `a <-> b` (whole fields of equal width).
     Exchange(Field, Field),
+    /// `dst[dst_ofs..] = src[src_ofs..]` over `n_bits` bits (OVN moves of
+    /// sub-fields, `reg0[15] = flags[12]`), bits numbered as [`Field::get`]
+    /// numbers them (bit 0 is the least significant).
+    MoveBits {
+        /// Source field.
+        src: Field,
+        /// First source bit.
+        src_ofs: u8,
+        /// Destination field.
+        dst: Field,
+        /// First destination bit.
+        dst_ofs: u8,
+        /// Number of bits (1..=128).
+        n_bits: u8,
+    },
     /// Push an 802.1Q tag with this TCI.
     PushVlan(u16),
     /// Pop the outer VLAN tag.
@@ -212,6 +227,10 @@ pub enum Binding {
         /// VLAN tag of the physical network, if any.
         vlan: Option<u16>,
     },
+    /// A port Petrel cannot deliver to (a patch port to a logical router,
+    /// a chassisredirect or vtep port): packets sent to it are dropped as
+    /// `unsupported`, and the compiler reports it.
+    Refused,
 }
 
 /// A logical datapath (logical switch or router).
@@ -263,6 +282,11 @@ pub struct Snapshot {
     pub local_ports: Vec<Option<LocalPort>>,
     /// Remote chassis, indexed by [`Binding::Remote`].
     pub chassis: Vec<RemoteChassis>,
+    /// `(petreld port, VLAN id)` → the logical port a tagged packet on that
+    /// port belongs to (OVN child ports behind a parent VIF, tagged
+    /// localnet networks on an uplink). The tag is removed before the
+    /// ingress pipeline, as ovn-controller's `physical.c` strips it.
+    pub vlan_ports: BTreeMap<(u16, u16), LocalPort>,
 }
 
 /// Where `petreld` publishes snapshots and PMDs read them: RCU-style, a
@@ -300,9 +324,17 @@ pub enum SnapshotError {
     UnknownDatapath(usize, u32),
     /// datapath {0}: rule {1:#x}: {2} and {3} have different widths
     WidthMismatch(u32, u64, String, String),
+    /// datapath {0}: rule {1:#x}: bit move out of the range of {2}
+    BadBits(u32, u64, String),
 }
 
 impl Snapshot {
+    /// Whether port `index` has tagged logical ports behind it.
+    pub fn is_vlan_bound(&self, index: usize) -> bool {
+        let Ok(p) = u16::try_from(index) else { return false };
+        self.vlan_ports.range((p, 0)..=(p, u16::MAX)).next().is_some()
+    }
+
     /// Checks the invariants the executor relies on: `next` only moves
     /// forward (so every walk ends), bindings point at things that exist,
     /// moved fields have equal widths.
@@ -310,6 +342,11 @@ impl Snapshot {
     /// # Errors
     /// The first violation found.
     pub fn validate(&self) -> Result<(), SnapshotError> {
+        for (&(i, _), lp) in &self.vlan_ports {
+            if !self.datapaths.contains_key(&lp.datapath) {
+                return Err(SnapshotError::UnknownDatapath(usize::from(i), lp.datapath));
+            }
+        }
         for (i, lp) in self.local_ports.iter().enumerate() {
             if let Some(lp) = lp {
                 if !self.datapaths.contains_key(&lp.datapath) {
@@ -345,6 +382,14 @@ fn check_actions(dp: u32, st: &Stage, si: usize, n: usize, r: &Rule, acts: &[Act
             }
             Action::Move { src, dst } | Action::Exchange(src, dst) if src.bits() != dst.bits() => {
                 return Err(SnapshotError::WidthMismatch(dp, r.cookie, format!("{src:?}"), format!("{dst:?}")));
+            }
+            Action::MoveBits { src, src_ofs, dst, dst_ofs, n_bits } => {
+                let n = u32::from(*n_bits);
+                for (f, o) in [(src, src_ofs), (dst, dst_ofs)] {
+                    if n == 0 || u32::from(*o) + n > f.bits() {
+                        return Err(SnapshotError::BadBits(dp, r.cookie, format!("{f:?}")));
+                    }
+                }
             }
             Action::Clone(inner) => check_actions(dp, st, si, n, r, inner)?,
             _ => {}
