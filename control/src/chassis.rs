@@ -582,7 +582,7 @@ impl Agent {
             None => true,
             Some(i) => {
                 let replica = self.session.replica();
-                i.install(&replica, &self.cfg.system_id)
+                i.install(&replica, &self.cfg.system_id, &self.cfg.iface_ids)
             }
         };
         ack &= installed;

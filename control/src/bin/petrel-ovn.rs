@@ -109,6 +109,10 @@ struct Args {
     /// register the chassis and claim ports).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     no_tables: Option<bool>,
+    /// Compile the logical flows without petreld (the --iface-id ports are
+    /// the local ports) and publish nothing: for measuring the compiler.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    compile_only: Option<bool>,
     /// Hostname for the `Chassis` row (default: the system's).
     #[arg(long)]
     hostname: Option<String>,
@@ -144,6 +148,7 @@ struct FileConfig {
     iface_ids: Option<Vec<String>>,
     bridge_mappings: Option<String>,
     no_tables: Option<bool>,
+    compile_only: Option<bool>,
     hostname: Option<String>,
     keep_chassis_on_exit: Option<bool>,
     probe_interval_ms: Option<u64>,
@@ -171,6 +176,7 @@ struct Settings {
     iface_ids: Vec<String>,
     bridge_mappings: BTreeMap<String, String>,
     no_tables: bool,
+    compile_only: bool,
     hostname: Option<String>,
     keep_chassis_on_exit: bool,
     probe_interval_ms: u64,
@@ -196,6 +202,7 @@ impl Settings {
             iface_ids: if args.iface_ids.is_empty() { file.iface_ids.unwrap_or_default() } else { args.iface_ids },
             bridge_mappings: parse_bridge_mappings(args.bridge_mappings.or(file.bridge_mappings).as_deref())?,
             no_tables: args.no_tables.or(file.no_tables).unwrap_or(false),
+            compile_only: args.compile_only.or(file.compile_only).unwrap_or(false),
             hostname: args.hostname.or(file.hostname),
             keep_chassis_on_exit: args.keep_chassis_on_exit.or(file.keep_chassis_on_exit).unwrap_or(false),
             probe_interval_ms: args.probe_interval_ms.or(file.probe_interval_ms).unwrap_or(5000),
@@ -280,6 +287,9 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut agent = Agent::new(acfg, Session::start(scfg));
+    if args.compile_only && args.dataplane.is_none() && !args.no_tables {
+        agent.set_installer(Installer::compile_only());
+    }
     let watch = match watcher {
         Some((w, client, installer)) => {
             if let Some(i) = installer {

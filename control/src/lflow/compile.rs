@@ -38,13 +38,13 @@ use std::time::{Duration, Instant};
 
 use petrel_dataplane::drop::DropReason;
 use petrel_dataplane::table::{
-    Action, Binding, Datapath, Field, LocalPort, Pipeline, RemoteChassis, Rule, Snapshot, Stage,
+    Action, Binding, ConjRule, Datapath, Dim, Field, Key, LocalPort, Pipeline, RemoteChassis, Rule, Snapshot, Stage,
 };
 use uuid::Uuid;
 
 use super::actions::{self, Ctx, AUX_GET_FDB, AUX_IN_PORT_SEC, AUX_IN_PORT_SEC_ND, AUX_LOOKUP_FDB, AUX_OUT_PORT_SEC};
 use super::actions::{FLAG_LOOKUP_FDB, FLAG_PORT_SEC};
-use super::expr::{self, Conj, Deps, ExprError, Resolve};
+use super::expr::{self, Atom, Conj, Deps, ExprError, Resolve, Term};
 use super::parse::{self, Act, Expr};
 use crate::ovsdb::Replica;
 use crate::sb::monitor::Scope;
@@ -94,6 +94,12 @@ pub struct CompileStats {
     pub n_rules: usize,
     /// Time taken.
     pub elapsed: Duration,
+    /// Of which reading the replica.
+    pub t_inputs: Duration,
+    /// Of which compiling flows (or taking them from the cache).
+    pub t_flows: Duration,
+    /// Of which laying out and building stages.
+    pub t_layout: Duration,
 }
 
 /// A compiled snapshot and its report.
@@ -114,13 +120,15 @@ pub struct Compiled {
 struct FlowOut {
     /// Rules (OVN stage numbering in `Next`).
     rules: Arc<[Rule]>,
+    /// Conjunctive rules (same numbering).
+    conj: Arc<[ConjRule]>,
     refusal: Option<String>,
     notes: Vec<String>,
     deps: Deps,
 }
 
 /// A cached compile: the match and actions text it was made from.
-type CachedFlow = (Arc<str>, Arc<str>, FlowOut);
+type CachedFlow = (Arc<str>, Arc<str>, Arc<FlowOut>);
 
 /// The compiler, with its caches.
 #[derive(Debug, Default)]
@@ -132,13 +140,20 @@ pub struct Compiler {
     /// Name fingerprints of the last run, per datapath key: ports, address
     /// sets, port groups, residence.
     names: HashMap<u32, NameState>,
+    /// Address sets and port groups of the last run.
+    prev_sets: (Arc<NameSets>, Arc<NameSets>),
 }
+
+type NameSets = HashMap<String, Vec<String>>;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct NameState {
     ports: HashMap<String, u32>,
-    address_sets: HashMap<String, Vec<String>>,
-    port_groups: HashMap<String, Vec<String>>,
+    address_sets: Arc<NameSets>,
+    /// Port groups by their SB name.
+    port_groups_global: Arc<NameSets>,
+    /// This datapath's port groups by their NB name (`<key>_<name>` in SB).
+    port_groups: NameSets,
     resident: HashSet<String>,
     templates: BTreeMap<String, String>,
 }
@@ -155,7 +170,7 @@ impl Resolve for DpResolver<'_> {
         self.names.address_sets.get(name).cloned()
     }
     fn port_group(&self, name: &str) -> Option<Vec<String>> {
-        self.names.port_groups.get(name).cloned()
+        self.names.port_groups.get(name).or_else(|| self.names.port_groups_global.get(name)).cloned()
     }
     fn chassis_resident(&self, port: &str) -> bool {
         self.names.resident.contains(port)
@@ -464,6 +479,9 @@ fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, cur: u16, bad: &mut 
         .collect()
 }
 
+/// A stage's name, rules and conjunctive rules, before layout.
+type StageRules = (String, Vec<Rule>, Vec<ConjRule>);
+
 /// Whether a stage's rules are exactly one `1 → next;`.
 fn is_trivial(rules: &[Rule], table: u16) -> bool {
     matches!(rules, [r] if r.mask.iter().all(|m| *m == 0) && r.actions.as_ref() == [Action::Next(table + 1)])
@@ -471,20 +489,20 @@ fn is_trivial(rules: &[Rule], table: u16) -> bool {
 
 /// Lays out one pipeline: OVN stages (trivial ones skipped) then auxiliary
 /// stages; returns the pipeline and whether a backwards `next` was refused.
-fn layout(tables: BTreeMap<u16, (String, Vec<Rule>)>, aux: Vec<(u16, String, Vec<Rule>)>) -> (Pipeline, bool) {
+fn layout(tables: BTreeMap<u16, StageRules>, aux: Vec<(u16, String, Vec<Rule>)>) -> (Pipeline, bool) {
     let max = tables.keys().next_back().copied().unwrap_or(0);
-    let mut kept: Vec<(u16, String, Vec<Rule>)> = Vec::new();
+    let mut kept: Vec<(u16, String, Vec<Rule>, Vec<ConjRule>)> = Vec::new();
     let mut index: BTreeMap<u16, u16> = BTreeMap::new();
-    for (t, (name, rules)) in tables {
-        if is_trivial(&rules, t) && t < max {
+    for (t, (name, rules, conj)) in tables {
+        if conj.is_empty() && is_trivial(&rules, t) && t < max {
             continue;
         }
         index.insert(t, u16::try_from(kept.len()).unwrap_or(u16::MAX));
-        kept.push((t, name, rules));
+        kept.push((t, name, rules, conj));
     }
     for (t, name, rules) in aux {
         index.insert(t, u16::try_from(kept.len()).unwrap_or(u16::MAX));
-        kept.push((t, name, rules));
+        kept.push((t, name, rules, Vec::new()));
     }
     // Tables with no flows at all miss (drop), as an empty OpenFlow table
     // does; skipped trivial ones forward to the next kept table.
@@ -498,16 +516,15 @@ fn layout(tables: BTreeMap<u16, (String, Vec<Rule>)>, aux: Vec<(u16, String, Vec
     let stages = kept
         .into_iter()
         .enumerate()
-        .map(|(i, (_, name, rules))| {
+        .map(|(i, (_, name, rules, conj))| {
             let cur = u16::try_from(i).unwrap_or(u16::MAX);
-            let rules = rules
-                .into_iter()
-                .map(|r| {
-                    let acts = remap(&r.actions, &map, cur, &mut backwards);
-                    Rule { actions: acts.into(), ..r }
-                })
-                .collect();
-            Arc::new(Stage::new(name, rules))
+            let mut re = |r: Rule| {
+                let acts = remap(&r.actions, &map, cur, &mut backwards);
+                Rule { actions: acts.into(), ..r }
+            };
+            let rules = rules.into_iter().map(&mut re).collect();
+            let conj = conj.into_iter().map(|c| ConjRule { rule: re(c.rule), dims: c.dims }).collect();
+            Arc::new(Stage::with_conj(name, rules, conj))
         })
         .collect();
     (Pipeline { stages }, backwards)
@@ -537,18 +554,19 @@ impl Compiler {
         r
     }
 
-    fn compile_flow(&mut self, f: &LogicalFlow, dp_key: u32, names: &NameState) -> FlowOut {
+    fn compile_flow(&mut self, f: &FlowRow<'_>, dp_key: u32, names: &NameState) -> FlowOut {
         let mut deps = Deps::default();
         let mut notes = Vec::new();
         let vars = |n: &str| names.templates.get(n).cloned();
         let fail = |what: String, deps: Deps, notes: Vec<String>| FlowOut {
             rules: Arc::from(Vec::new()),
+            conj: Arc::from(Vec::new()),
             refusal: Some(what),
             notes,
             deps,
         };
         let (mtext, atext) =
-            match (parse::expand_templates(&f.r#match, &vars), parse::expand_templates(&f.actions, &vars)) {
+            match (parse::expand_templates(f.r#match, &vars), parse::expand_templates(f.actions, &vars)) {
                 (Ok(m), Ok(a)) => (m, a),
                 (Err(e), _) => return fail(format!("match {e}"), deps, notes),
                 (_, Err(e)) => return fail(format!("actions {e}"), deps, notes),
@@ -562,7 +580,7 @@ impl Compiler {
             Err(e) => return fail(format!("actions {e}"), deps, notes),
         };
         let r = DpResolver { names };
-        let conjs = match expr::to_conjunctions(&m, &r, &mut deps) {
+        let terms = match expr::to_terms(&m, &r, &mut deps) {
             Ok(c) => c,
             Err(e) => return fail(describe("match", &e), deps, notes),
         };
@@ -578,8 +596,18 @@ impl Compiler {
         let prio = u32::try_from(f.priority).unwrap_or(0);
         let ck = cookie(&f.uuid);
         let acts: Arc<[Action]> = acts.into();
-        let rules: Vec<Rule> = conjs.iter().map(|c| rule_of(prio, c, acts.clone(), ck)).collect();
-        FlowOut { rules: rules.into(), refusal, notes, deps }
+        let mut rules = Vec::new();
+        let mut conj = Vec::new();
+        for t in &terms {
+            match t {
+                Term::Plain(c) => rules.push(rule_of(prio, c, acts.clone(), ck)),
+                Term::Conjunctive { base, dims } => conj.push(ConjRule {
+                    rule: rule_of(prio, base, acts.clone(), ck),
+                    dims: dims.iter().map(|alts| Dim::new(alts.iter().map(atom_words))).collect(),
+                }),
+            }
+        }
+        FlowOut { rules: rules.into(), conj: conj.into(), refusal, notes, deps }
     }
 
     /// Compiles the replica's local datapaths.
@@ -628,20 +656,24 @@ impl Compiler {
         let dp_groups: HashMap<Uuid, Vec<Uuid>> =
             LogicalDpGroup::all(replica).into_iter().map(|g| (g.uuid, g.datapaths)).collect();
         // Flows per datapath.
-        let mut flows_by_dp: HashMap<Uuid, Vec<LogicalFlow>> = HashMap::new();
-        for f in LogicalFlow::all(replica) {
-            let dps_of: Vec<Uuid> = match (f.logical_datapath, f.logical_dp_group) {
-                (Some(d), _) => vec![d],
-                (None, Some(g)) => dp_groups.get(&g).cloned().unwrap_or_default(),
-                _ => vec![],
+        let mut flows_by_dp: HashMap<Uuid, Vec<FlowRow<'_>>> = HashMap::new();
+        for (f, dp, group) in flow_rows(replica) {
+            let dps_of: &[Uuid] = match (dp, group) {
+                (Some(d), _) => &[d],
+                (None, Some(g)) => dp_groups.get(&g).map_or(&[], Vec::as_slice),
+                _ => &[],
             };
             for d in dps_of {
-                if scope.datapaths.contains(&d) {
-                    flows_by_dp.entry(d).or_default().push(f.clone());
+                if scope.datapaths.contains(d) {
+                    flows_by_dp.entry(*d).or_default().push(f.clone());
                 }
             }
         }
+        let sets = (Arc::new(address_sets), Arc::new(port_groups));
+        let sets_changed = (diff_keys(&self.prev_sets.0, &sets.0), diff_keys(&self.prev_sets.1, &sets.1));
+        self.prev_sets = sets.clone();
 
+        out.stats.t_inputs = t0.elapsed();
         let mut local_ports: Vec<Option<LocalPort>> = Vec::new();
         let mut set_local = |idx: u16, lp: LocalPort| {
             let i = usize::from(idx);
@@ -677,8 +709,8 @@ impl Compiler {
             let ports = by_dp.get(&dp.uuid).cloned().unwrap_or_default();
             let mut d = Datapath { key: dp_key, name: name.clone(), ..Datapath::default() };
             let mut names = NameState {
-                address_sets: address_sets.clone(),
-                port_groups: port_groups.clone(),
+                address_sets: sets.0.clone(),
+                port_groups_global: sets.1.clone(),
                 templates: templates.clone(),
                 ..NameState::default()
             };
@@ -798,18 +830,20 @@ impl Compiler {
             // Port groups: SB names are `<datapath key>_<name>` (northd 23.03
             // splits them per datapath); flows use the NB name.
             let prefix = format!("{dp_key}_");
-            for (n, ports) in &port_groups {
+            for (n, ports) in sets.1.iter() {
                 if let Some(short) = n.strip_prefix(&prefix) {
                     names.port_groups.insert(short.to_owned(), ports.clone());
                 }
             }
 
             // Which cached flows are stale: names they use changed.
-            let old = self.names.get(&dp_key).cloned().unwrap_or_default();
-            let changed = changed_names(&old, &names);
+            let old = self.names.remove(&dp_key).unwrap_or_default();
+            let mut changed = changed_names(&old, &names);
+            changed.address_sets.extend(sets_changed.0.iter().cloned());
+            changed.port_groups.extend(sets_changed.1.iter().cloned());
 
-            let mut ingress: BTreeMap<u16, (String, Vec<Rule>)> = BTreeMap::new();
-            let mut egress: BTreeMap<u16, (String, Vec<Rule>)> = BTreeMap::new();
+            let mut ingress: BTreeMap<u16, StageRules> = BTreeMap::new();
+            let mut egress: BTreeMap<u16, StageRules> = BTreeMap::new();
             for f in flows_by_dp.get(&dp.uuid).map(Vec::as_slice).unwrap_or_default() {
                 out.stats.n_flows += 1;
                 let key = (f.uuid, dp_key);
@@ -820,19 +854,19 @@ impl Compiler {
                     }
                     _ => {
                         out.stats.n_compiled += 1;
-                        let fo = self.compile_flow(f, dp_key, &names);
-                        self.flows.insert(key, (f.r#match.as_str().into(), f.actions.as_str().into(), fo.clone()));
+                        let fo = Arc::new(self.compile_flow(f, dp_key, &names));
+                        self.flows.insert(key, (f.r#match.into(), f.actions.into(), fo.clone()));
                         fo
                     }
                 };
                 let table = u16::try_from(f.table_id).unwrap_or(u16::MAX);
-                let stage_name = f.external_ids.get("stage-name").cloned().unwrap_or_default();
+                let stage_name = f.stage.to_owned();
                 if let Some(what) = &fresh.refusal {
                     out.refusals.push(Refusal {
                         datapath: name.clone(),
                         datapath_key: dp_key,
                         uuid: f.uuid.to_string(),
-                        pipeline: f.pipeline.clone(),
+                        pipeline: f.pipeline.to_owned(),
                         table: u32::from(table),
                         stage: stage_name.clone(),
                         what: what.clone(),
@@ -844,10 +878,12 @@ impl Compiler {
                     }
                 }
                 let p = if f.pipeline == "egress" { &mut egress } else { &mut ingress };
-                let e = p.entry(table).or_insert_with(|| (stage_name, Vec::new()));
+                let e = p.entry(table).or_insert_with(|| (stage_name, Vec::new(), Vec::new()));
                 e.1.extend(fresh.rules.iter().cloned());
+                e.2.extend(fresh.conj.iter().cloned());
             }
             self.names.insert(dp_key, names);
+            let t_l = Instant::now();
 
             // ovn-controller's own tables.
             let catch_all = || Rule::new(0, &[], vec![], 0);
@@ -896,8 +932,14 @@ impl Compiler {
             }
             d.ingress = pi;
             d.egress = pe;
-            out.stats.n_rules +=
-                d.ingress.stages.iter().chain(&d.egress.stages).map(|s| s.rules().len()).sum::<usize>();
+            out.stats.t_layout += t_l.elapsed();
+            out.stats.n_rules += d
+                .ingress
+                .stages
+                .iter()
+                .chain(&d.egress.stages)
+                .map(|s| s.rules().len() + s.conj_rules().len())
+                .sum::<usize>();
             out.snapshot.datapaths.insert(dp_key, Arc::new(d));
         }
         self.flows.retain(|k, _| seen_flows.contains(k));
@@ -910,12 +952,68 @@ impl Compiler {
     }
 }
 
+/// A `Logical_Flow` row, borrowed from the replica (decoding 30k rows into
+/// owned structs on every compile would cost more than the compile).
+#[derive(Debug, Clone)]
+struct FlowRow<'a> {
+    uuid: Uuid,
+    r#match: &'a str,
+    actions: &'a str,
+    pipeline: &'a str,
+    table_id: i64,
+    priority: i64,
+    stage: &'a str,
+}
+
+/// Every `Logical_Flow` with its datapath or datapath group.
+fn flow_rows(replica: &Replica) -> Vec<(FlowRow<'_>, Option<Uuid>, Option<Uuid>)> {
+    let Some(t) = replica.schema().table(LogicalFlow::TABLE) else { return Vec::new() };
+    let idx = |c: &str| t.column_index(c);
+    let (Some(i_dp), Some(i_grp), Some(i_pipe), Some(i_tab), Some(i_prio), Some(i_m), Some(i_a), Some(i_ext)) = (
+        idx("logical_datapath"),
+        idx("logical_dp_group"),
+        idx("pipeline"),
+        idx("table_id"),
+        idx("priority"),
+        idx("match"),
+        idx("actions"),
+        idx("external_ids"),
+    ) else {
+        return Vec::new();
+    };
+    let stage_key = crate::ovsdb::Atom::from("stage-name");
+    replica
+        .rows(LogicalFlow::TABLE)
+        .map(|(u, row)| {
+            let v = row.values();
+            let s = |i: usize| v[i].as_scalar().and_then(|a| a.as_str()).unwrap_or_default();
+            let n = |i: usize| v[i].as_scalar().and_then(|a| a.as_integer()).unwrap_or_default();
+            let id = |i: usize| v[i].as_scalar().and_then(|a| a.as_uuid());
+            let f = FlowRow {
+                uuid: *u,
+                r#match: s(i_m),
+                actions: s(i_a),
+                pipeline: s(i_pipe),
+                table_id: n(i_tab),
+                priority: n(i_prio),
+                stage: v[i_ext].get(&stage_key).and_then(|a| a.as_str()).unwrap_or_default(),
+            };
+            (f, id(i_dp), id(i_grp))
+        })
+        .collect()
+}
+
 fn describe(what: &str, e: &ExprError) -> String {
     if e.unsupported {
         format!("{what}: column {}: unsupported: {}", e.pos + 1, e.msg)
     } else {
         format!("{what}: column {}: {}", e.pos + 1, e.msg)
     }
+}
+
+fn atom_words(a: &Atom) -> ([u64; Key::WORDS], [u64; Key::WORDS]) {
+    let r = Rule::new(0, std::slice::from_ref(a), vec![], 0);
+    (r.value, r.mask)
 }
 
 fn rule_of(prio: u32, c: &Conj, acts: Arc<[Action]>, ck: u64) -> Rule {
@@ -942,7 +1040,7 @@ fn diff_keys<V: PartialEq>(a: &HashMap<String, V>, b: &HashMap<String, V>) -> Ha
 fn changed_names(old: &NameState, new: &NameState) -> Changed {
     Changed {
         ports: diff_keys(&old.ports, &new.ports),
-        address_sets: diff_keys(&old.address_sets, &new.address_sets),
+        address_sets: HashSet::new(),
         port_groups: diff_keys(&old.port_groups, &new.port_groups),
         resident: old.resident.symmetric_difference(&new.resident).cloned().collect(),
         templates: old.templates != new.templates,

@@ -112,11 +112,100 @@ pub struct Deps {
 pub fn to_conjunctions(e: &Expr, r: &dyn Resolve, deps: &mut Deps) -> Result<Vec<Conj>, ExprError> {
     let mut out = dnf(e, r, deps, 0)?;
     for c in &mut out {
-        c.0.sort_by_key(|a| format!("{:?}", a.0));
+        c.0.sort_unstable();
     }
     let mut seen = BTreeSet::new();
     out.retain(|c| seen.insert(c.clone()));
     Ok(out)
+}
+
+/// Above this many conjunctions, an `&&` of sets becomes a conjunctive
+/// match instead of its cross product.
+pub const CONJ_THRESHOLD: usize = 64;
+
+/// What a match compiles to: plain conjunctions, or a conjunctive match
+/// (a base conjunction and dimensions that must each match once), as
+/// ovn-controller turns `outport == @pg && ip4.src == $as` into OpenFlow
+/// `conjunction` flows rather than `|pg| x |as|` flows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Term {
+    /// One conjunction of atoms.
+    Plain(Conj),
+    /// `base && (one of dims[0]) && (one of dims[1]) ...`; each alternative
+    /// is one atom.
+    Conjunctive {
+        /// Common atoms.
+        base: Conj,
+        /// Alternatives per dimension.
+        dims: Vec<Vec<Atom>>,
+    },
+}
+
+fn flatten_and(e: &Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::And(v) => v.iter().for_each(|x| flatten_and(x, out)),
+        other => out.push(other.clone()),
+    }
+}
+
+/// A disjunction that is `common && (one atom of a single field)`, as a
+/// dimension: (common atoms, alternatives).
+fn as_dimension(d: &[Conj]) -> Option<(Conj, Vec<Atom>)> {
+    let first = d.first()?;
+    let common: Vec<Atom> = first.0.iter().filter(|a| d.iter().all(|c| c.0.contains(a))).copied().collect();
+    let mut alts = Vec::with_capacity(d.len());
+    let mut field = None;
+    for c in d {
+        let rest: Vec<&Atom> = c.0.iter().filter(|a| !common.contains(a)).collect();
+        let [a] = rest.as_slice() else { return None };
+        if *field.get_or_insert(a.0) != a.0 {
+            return None;
+        }
+        alts.push(**a);
+    }
+    Some((Conj(common), alts))
+}
+
+/// Converts a match to [`Term`]s, using conjunctive matches where a cross
+/// product of sets would exceed [`CONJ_THRESHOLD`].
+///
+/// # Errors
+/// As [`to_conjunctions`].
+pub fn to_terms(e: &Expr, r: &dyn Resolve, deps: &mut Deps) -> Result<Vec<Term>, ExprError> {
+    if let Expr::Or(v) = e {
+        let mut out = Vec::new();
+        for x in v {
+            out.extend(to_terms(x, r, deps)?);
+        }
+        return Ok(out);
+    }
+    let mut parts = Vec::new();
+    flatten_and(e, &mut parts);
+    let dnfs: Vec<Vec<Conj>> = parts.iter().map(|p| dnf(p, r, deps, 0)).collect::<Result<_, _>>()?;
+    let product = dnfs.iter().fold(1usize, |a, d| a.saturating_mul(d.len().max(1)));
+    if product > CONJ_THRESHOLD && dnfs.iter().all(|d| !d.is_empty()) {
+        let mut base = vec![Conj::default()];
+        let mut dims = Vec::new();
+        for d in &dnfs {
+            match (d.len() > 1).then(|| as_dimension(d)).flatten() {
+                Some((common, alts)) => {
+                    base = cross(base, std::slice::from_ref(&common), 0)?;
+                    dims.push(alts);
+                }
+                None => base = cross(base, d, 0)?,
+            }
+        }
+        if dims.len() >= 2 {
+            return Ok(base.into_iter().map(|b| Term::Conjunctive { base: b, dims: dims.clone() }).collect());
+        }
+    }
+    let mut acc = vec![Conj::default()];
+    for d in &dnfs {
+        acc = cross(acc, d, 0)?;
+    }
+    let mut seen = BTreeSet::new();
+    acc.retain(|c| seen.insert(c.clone()));
+    Ok(acc.into_iter().map(Term::Plain).collect())
 }
 
 fn cross(a: Vec<Conj>, b: &[Conj], pos: usize) -> Result<Vec<Conj>, ExprError> {
@@ -484,6 +573,31 @@ mod tests {
         assert_eq!(c, vec![Conj(vec![(Field::Reg(15), 0, 0xffff_ffff)])]);
         assert!(conj("is_chassis_resident(\"elsewhere\")").is_empty());
         assert_eq!(conj("is_chassis_resident(\"here\")").len(), 1);
+    }
+
+    #[test]
+    fn test_sets_crossed_become_conjunctive() {
+        let r = R([("p1", 1), ("p2", 2)].into_iter().collect());
+        let e = parse::parse_match("reg0[7] == 1 && (outport == @pg1 && ip4.src == $as1)").unwrap();
+        // 2 x 2 = 4: below the threshold, plain.
+        let t = to_terms(&e, &r, &mut Deps::default()).unwrap();
+        assert_eq!(t.len(), 4);
+        assert!(t.iter().all(|t| matches!(t, Term::Plain(_))));
+        // A large set crossed with another: conjunctive.
+        let set: Vec<String> = (1..=100).map(|i| format!("10.0.{i}.1")).collect();
+        let e = parse::parse_match(&format!(
+            "outport == {{\"p1\", \"p2\"}} && ip4.src == {{{}}} && tcp.dst == {{1, 2, 3}}",
+            set.join(", ")
+        ))
+        .unwrap();
+        let t = to_terms(&e, &r, &mut Deps::default()).unwrap();
+        assert!(t.iter().all(|t| matches!(t, Term::Conjunctive { dims, .. } if dims.len() >= 2)), "{t:?}");
+        let Term::Conjunctive { base, dims } = &t[0] else { panic!() };
+        assert!(base.0.contains(&(Field::EthType, 0x800, 0xffff)));
+        // tcp.dst's set shares no field-only shape with ip4/ip6 halves: it
+        // stays in the base (3 conjunctions after ip4 removed the ip6 ones).
+        assert_eq!(t.len(), 3);
+        assert_eq!(dims.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 100]);
     }
 
     #[test]

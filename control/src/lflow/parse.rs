@@ -249,6 +249,8 @@ pub fn prefix_mask(w: u32, plen: u32) -> u128 {
     let ones = if w >= 128 { u128::MAX } else { (1u128 << w) - 1 };
     if plen == 0 {
         0
+    } else if plen >= w {
+        ones
     } else {
         ones & !(ones >> plen)
     }
@@ -804,6 +806,9 @@ mod tests {
         let Tok::Num { value, mask, kind: NumKind::Ipv6 } = t[10].0 else { panic!("{:?}", t[10]) };
         assert_eq!(value, "fe80::1".parse::<std::net::Ipv6Addr>().unwrap().to_bits());
         assert_eq!(mask, Some(u128::MAX << 64));
+        assert_eq!(prefix_mask(128, 128), u128::MAX);
+        assert_eq!(prefix_mask(32, 32), 0xffff_ffff);
+        assert_eq!(prefix_mask(32, 0), 0);
         let t = lex("reg0[0..7] == 0x10/0xf0").unwrap();
         assert_eq!(t[0].0, Tok::Id("reg0".into()));
         assert_eq!(t[3].0, Tok::P(".."));

@@ -797,6 +797,41 @@ pub struct StageMsg {
     pub name: String,
     /// Rules (any order; equal priorities keep this order).
     pub rules: Vec<RuleMsg>,
+    /// Conjunctive rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conj: Vec<ConjRuleMsg>,
+}
+
+/// A [`table::ConjRule`] on the wire: the base rule and, per dimension, its
+/// alternatives as masked words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConjRuleMsg {
+    /// Priority, common match, actions, cookie.
+    pub rule: RuleMsg,
+    /// Dimensions: alternatives, each a masked-word match.
+    pub dims: Vec<Vec<Vec<MatchWord>>>,
+}
+
+fn words_of(v: &[u64; Key::WORDS], m: &[u64; Key::WORDS]) -> Vec<MatchWord> {
+    m.iter()
+        .zip(v)
+        .enumerate()
+        .filter(|(_, (m, _))| **m != 0)
+        .map(|(word, (m, v))| MatchWord { word, value: *v, mask: *m })
+        .collect()
+}
+
+fn words_from(ws: &[MatchWord]) -> Result<([u64; Key::WORDS], [u64; Key::WORDS]), ConvertError> {
+    let mut value = [0u64; Key::WORDS];
+    let mut mask = [0u64; Key::WORDS];
+    for w in ws {
+        if w.word >= Key::WORDS {
+            return Err(ConvertError::BadWord(w.word, Key::WORDS));
+        }
+        mask[w.word] |= w.mask;
+        value[w.word] = (value[w.word] & !w.mask) | (w.value & w.mask);
+    }
+    Ok((value, mask))
 }
 
 /// One masked word of a rule's match: `key.words()[word] & mask == value`.
@@ -1172,13 +1207,37 @@ impl TryFrom<&RuleMsg> for Rule {
 
 impl From<&Stage> for StageMsg {
     fn from(s: &Stage) -> Self {
-        StageMsg { name: s.name.clone(), rules: s.rules().iter().map(RuleMsg::from).collect() }
+        StageMsg {
+            name: s.name.clone(),
+            rules: s.rules().iter().map(RuleMsg::from).collect(),
+            conj: s
+                .conj_rules()
+                .iter()
+                .map(|c| ConjRuleMsg {
+                    rule: RuleMsg::from(&c.rule),
+                    dims: c.dims.iter().map(|d| d.alternatives().map(|(v, m)| words_of(&v, &m)).collect()).collect(),
+                })
+                .collect(),
+        }
     }
 }
 
 fn stage_from_msg(s: &StageMsg) -> Result<Arc<Stage>, ConvertError> {
     let rules = s.rules.iter().map(Rule::try_from).collect::<Result<Vec<_>, _>>()?;
-    Ok(Arc::new(Stage::new(s.name.clone(), rules)))
+    if s.conj.is_empty() {
+        return Ok(Arc::new(Stage::new(s.name.clone(), rules)));
+    }
+    let mut conj = Vec::with_capacity(s.conj.len());
+    for c in &s.conj {
+        let rule = Rule::try_from(&c.rule)?;
+        let mut dims = Vec::with_capacity(c.dims.len());
+        for d in &c.dims {
+            let alts = d.iter().map(|a| words_from(a)).collect::<Result<Vec<_>, _>>()?;
+            dims.push(table::Dim::new(alts));
+        }
+        conj.push(table::ConjRule { rule, dims });
+    }
+    Ok(Arc::new(Stage::with_conj(s.name.clone(), rules, conj)))
 }
 
 impl From<Binding> for BindingMsg {
@@ -1400,7 +1459,7 @@ pub fn apply_changes(base: &Snapshot, changes: &[Change]) -> Result<Snapshot, Co
                 let st = stage_mut(&mut s, *datapath, *pipeline, *stage)?;
                 let mut rules = st.rules().to_vec();
                 rules.push(rule);
-                *st = Arc::new(Stage::new(st.name.clone(), rules));
+                *st = Arc::new(Stage::with_conj(st.name.clone(), rules, st.conj_rules().to_vec()));
             }
             Change::RemoveRules { datapath, pipeline, stage, cookie } => {
                 let st = stage_mut(&mut s, *datapath, *pipeline, *stage)?;
@@ -1408,7 +1467,7 @@ pub fn apply_changes(base: &Snapshot, changes: &[Change]) -> Result<Snapshot, Co
                 if rules.len() == st.rules().len() {
                     return Err(ConvertError::NoRule(*datapath, pipeline.name(), *stage, *cookie));
                 }
-                *st = Arc::new(Stage::new(st.name.clone(), rules));
+                *st = Arc::new(Stage::with_conj(st.name.clone(), rules, st.conj_rules().to_vec()));
             }
             Change::SetBinding { datapath, port, binding, name } => {
                 let dp = s.datapaths.get_mut(datapath).ok_or(ConvertError::NoDatapath(*datapath))?;

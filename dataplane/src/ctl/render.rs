@@ -295,6 +295,16 @@ fn stage_dump(i: usize, s: &Stage) -> StageDump {
                 matches: fmt_match(r),
                 actions: fmt_actions(&r.actions),
             })
+            .chain(s.conj_rules().iter().map(|c| {
+                let dims: Vec<String> = c.dims.iter().map(|d| format!("one of {}", d.len())).collect();
+                let base = fmt_match(&c.rule);
+                RuleDump {
+                    priority: c.rule.priority,
+                    cookie: c.rule.cookie,
+                    matches: format!("{base} && conjunction({})", dims.join(", ")),
+                    actions: fmt_actions(&c.rule.actions),
+                }
+            }))
             .collect(),
     }
 }
@@ -372,7 +382,11 @@ pub fn logical_port(snap: &Snapshot, index: u16) -> Option<LogicalPortInfo> {
 
 /// Total rules in a snapshot (for `show`).
 pub fn n_rules(snap: &Snapshot) -> usize {
-    snap.datapaths.values().flat_map(|d| d.ingress.stages.iter().chain(&d.egress.stages)).map(|s| s.rules().len()).sum()
+    snap.datapaths
+        .values()
+        .flat_map(|d| d.ingress.stages.iter().chain(&d.egress.stages))
+        .map(|s| s.rules().len() + s.conj_rules().len())
+        .sum()
 }
 
 // ---------------------------------------------------------------- trace
