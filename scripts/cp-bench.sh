@@ -310,6 +310,8 @@ run_scale() {
             last=$(wait_ups "$t_launch" "${locals[@]}")
             cold=$(awk -v a="$t_launch" -v b="$(stamp_epoch "$last")" 'BEGIN { printf "%.3f", b - a }')
             $NB --wait=hv sync
+            local t_cold_end=$EPOCHREALTIME
+            sleep 1 # the cold start's compiles end before the adds' start
             local rss1 hwm rss2
             rss1=$(rss_kib "$pid" VmRSS)
             local ctl="$WORK/ovn-controller.$pid.ctl"
@@ -354,13 +356,17 @@ run_scale() {
                 # petrel-ovn logs every compile: the first is the full one
                 # (cold start), each port add's is the largest after it
                 $NB --wait=hv sync
-                awk -v s="$S" -v p="$P" -v k="$K" '
+                # the full compile is the one that compiled every flow (the
+                # first with all local datapaths); the ones after the cold
+                # start are the port adds' (and what northd changes with them)
+                awk -v s="$S" -v p="$P" -v k="$K" -v cold_end="$(date -u -d "@$t_cold_end" '+%Y-%m-%dT%H:%M:%S')" '
                     /compiled tables/ {
                         match($0, /compile_us=[0-9]+/); us = substr($0, RSTART + 11, RLENGTH - 11)
                         match($0, /n_compiled=[0-9]+/); nc = substr($0, RSTART + 11, RLENGTH - 11)
-                        n++
-                        if (n == 1) printf "%s\t%s\t%s\tpetrel\tcompile_full_ms\t%.1f\n", s, p, k, us / 1000
-                        else printf "%s\t%s\t%s\tpetrel\tcompile_inc_ms\t%.2f\n%s\t%s\t%s\tpetrel\tcompile_inc_flows\t%s\n", s, p, k, us / 1000, s, p, k, nc
+                        match($0, /n_flows=[0-9]+/); nf = substr($0, RSTART + 8, RLENGTH - 8)
+                        if (!full && nf > 0 && nc == nf) { full = 1; printf "%s\t%s\t%s\tpetrel\tcompile_full_ms\t%.1f\n", s, p, k, us / 1000; next }
+                        if (full && substr($1, 1, 19) > cold_end)
+                            printf "%s\t%s\t%s\tpetrel\tcompile_inc_ms\t%.2f\n%s\t%s\t%s\tpetrel\tcompile_inc_flows\t%s\n", s, p, k, us / 1000, s, p, k, nc
                     }' "$D/petrel-ovn-$rep.log" >>"$RESULTS/samples.tsv"
             fi
             $NB --wait=hv sync

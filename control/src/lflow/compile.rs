@@ -142,6 +142,8 @@ pub struct Compiler {
     names: HashMap<u32, NameState>,
     /// Address sets and port groups of the last run.
     prev_sets: (Arc<NameSets>, Arc<NameSets>),
+    /// Stages built by the last run.
+    stages: StageCache,
 }
 
 type NameSets = HashMap<String, Vec<String>>;
@@ -479,8 +481,8 @@ fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, cur: u16, bad: &mut 
         .collect()
 }
 
-/// A stage's name, rules and conjunctive rules, before layout.
-type StageRules = (String, Vec<Rule>, Vec<ConjRule>);
+/// A stage's name and the compiled flows in it, before layout.
+type StageFlows = (String, Vec<Arc<FlowOut>>);
 
 /// Whether a stage's rules are exactly one `1 → next;`.
 fn is_trivial(rules: &[Rule], table: u16) -> bool {
@@ -489,21 +491,43 @@ fn is_trivial(rules: &[Rule], table: u16) -> bool {
 
 /// Lays out one pipeline: OVN stages (trivial ones skipped) then auxiliary
 /// stages; returns the pipeline and whether a backwards `next` was refused.
-fn layout(tables: BTreeMap<u16, StageRules>, aux: Vec<(u16, String, Vec<Rule>)>) -> (Pipeline, bool) {
+/// Built stages of the last run, per (datapath, egress, OVN table): the
+/// fingerprint of their inputs, whether a backwards `next` was refused, the
+/// stage.
+type StageCache = HashMap<(u32, bool, u16), (u64, bool, Arc<Stage>)>;
+
+/// Lays out one pipeline: OVN stages (trivial ones skipped) then auxiliary
+/// stages; returns the pipeline and whether a backwards `next` was refused.
+/// A stage whose flows (the same cached compiles) and layout are unchanged
+/// is reused as is, so a change rebuilds only the stages it touches.
+fn layout(
+    dp: u32,
+    egress: bool,
+    tables: BTreeMap<u16, StageFlows>,
+    aux: Vec<(u16, String, Vec<Rule>)>,
+    cache: &mut StageCache,
+) -> (Pipeline, bool) {
+    use std::hash::{Hash, Hasher};
     let max = tables.keys().next_back().copied().unwrap_or(0);
-    let mut kept: Vec<(u16, String, Vec<Rule>, Vec<ConjRule>)> = Vec::new();
+    // (table, name, flows; or the rules of an auxiliary stage)
+    type Kept = (u16, String, Vec<Arc<FlowOut>>, Option<Vec<Rule>>);
+    let mut kept: Vec<Kept> = Vec::new();
     let mut index: BTreeMap<u16, u16> = BTreeMap::new();
-    for (t, (name, rules, conj)) in tables {
-        if conj.is_empty() && is_trivial(&rules, t) && t < max {
+    for (t, (name, flows)) in tables {
+        let trivial = matches!(flows.as_slice(), [f] if f.conj.is_empty() && is_trivial(&f.rules, t));
+        if trivial && t < max {
             continue;
         }
         index.insert(t, u16::try_from(kept.len()).unwrap_or(u16::MAX));
-        kept.push((t, name, rules, conj));
+        kept.push((t, name, flows, None));
     }
     for (t, name, rules) in aux {
         index.insert(t, u16::try_from(kept.len()).unwrap_or(u16::MAX));
-        kept.push((t, name, rules, Vec::new()));
+        kept.push((t, name, Vec::new(), Some(rules)));
     }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    index.hash(&mut h);
+    let map_hash = h.finish();
     // Tables with no flows at all miss (drop), as an empty OpenFlow table
     // does; skipped trivial ones forward to the next kept table.
     let map = |t: u16| -> Option<u16> {
@@ -513,20 +537,43 @@ fn layout(tables: BTreeMap<u16, StageRules>, aux: Vec<(u16, String, Vec<Rule>)>)
         index.range(t..AUX_IN_PORT_SEC).next().map(|(_, i)| *i)
     };
     let mut backwards = false;
-    let stages = kept
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, name, rules, conj))| {
-            let cur = u16::try_from(i).unwrap_or(u16::MAX);
-            let mut re = |r: Rule| {
-                let acts = remap(&r.actions, &map, cur, &mut backwards);
-                Rule { actions: acts.into(), ..r }
-            };
-            let rules = rules.into_iter().map(&mut re).collect();
-            let conj = conj.into_iter().map(|c| ConjRule { rule: re(c.rule), dims: c.dims }).collect();
-            Arc::new(Stage::with_conj(name, rules, conj))
-        })
-        .collect();
+    let mut stages = Vec::with_capacity(kept.len());
+    for (i, (t, name, flows, aux_rules)) in kept.into_iter().enumerate() {
+        let cur = u16::try_from(i).unwrap_or(u16::MAX);
+        let mut bw = false;
+        let mut re = |r: &Rule| {
+            let acts = remap(&r.actions, &map, cur, &mut bw);
+            Rule { actions: acts.into(), ..r.clone() }
+        };
+        if let Some(rules) = aux_rules {
+            stages.push(Arc::new(Stage::new(name, rules.iter().map(&mut re).collect())));
+            backwards |= bw;
+            continue;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (map_hash, cur, &name).hash(&mut h);
+        for f in &flows {
+            (Arc::as_ptr(f) as usize).hash(&mut h);
+        }
+        let fp = h.finish();
+        if let Some((cfp, cbw, st)) = cache.get(&(dp, egress, t)) {
+            if *cfp == fp {
+                backwards |= *cbw;
+                stages.push(st.clone());
+                continue;
+            }
+        }
+        let rules = flows.iter().flat_map(|f| f.rules.iter()).map(&mut re).collect();
+        let conj = flows
+            .iter()
+            .flat_map(|f| f.conj.iter())
+            .map(|c| ConjRule { rule: re(&c.rule), dims: c.dims.clone() })
+            .collect();
+        let st = Arc::new(Stage::with_conj(name, rules, conj));
+        cache.insert((dp, egress, t), (fp, bw, st.clone()));
+        backwards |= bw;
+        stages.push(st);
+    }
     (Pipeline { stages }, backwards)
 }
 
@@ -842,8 +889,8 @@ impl Compiler {
             changed.address_sets.extend(sets_changed.0.iter().cloned());
             changed.port_groups.extend(sets_changed.1.iter().cloned());
 
-            let mut ingress: BTreeMap<u16, StageRules> = BTreeMap::new();
-            let mut egress: BTreeMap<u16, StageRules> = BTreeMap::new();
+            let mut ingress: BTreeMap<u16, StageFlows> = BTreeMap::new();
+            let mut egress: BTreeMap<u16, StageFlows> = BTreeMap::new();
             for f in flows_by_dp.get(&dp.uuid).map(Vec::as_slice).unwrap_or_default() {
                 out.stats.n_flows += 1;
                 let key = (f.uuid, dp_key);
@@ -878,9 +925,7 @@ impl Compiler {
                     }
                 }
                 let p = if f.pipeline == "egress" { &mut egress } else { &mut ingress };
-                let e = p.entry(table).or_insert_with(|| (stage_name, Vec::new(), Vec::new()));
-                e.1.extend(fresh.rules.iter().cloned());
-                e.2.extend(fresh.conj.iter().cloned());
+                p.entry(table).or_insert_with(|| (stage_name, Vec::new())).1.push(fresh);
             }
             self.names.insert(dp_key, names);
             let t_l = Instant::now();
@@ -917,8 +962,8 @@ impl Compiler {
                 (AUX_GET_FDB, "petrel_get_fdb".to_owned(), get_fdb),
             ];
             let aux_out = vec![(AUX_OUT_PORT_SEC, "petrel_out_port_sec".to_owned(), out_ps)];
-            let (pi, b1) = layout(ingress, aux_in);
-            let (pe, b2) = layout(egress, aux_out);
+            let (pi, b1) = layout(dp_key, false, ingress, aux_in, &mut self.stages);
+            let (pe, b2) = layout(dp_key, true, egress, aux_out, &mut self.stages);
             if b1 || b2 {
                 out.refusals.push(Refusal {
                     datapath: name.clone(),
