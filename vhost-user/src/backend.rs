@@ -25,7 +25,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use vhost::vhost_user::BackendReqHandler;
+use rustix::net::RecvFlags;
+use vhost::vhost_user::{BackendReqHandler, VhostUserBackendReqHandlerMut};
 
 use crate::device::Device;
 use crate::virtq::VIOLATION_NAMES;
@@ -73,6 +74,13 @@ pub enum BackendError {
     NoPort(String),
     /// the vhost-user management thread has stopped
     Stopped,
+}
+
+enum Compat {
+    /// The message was handled here, with this result.
+    Handled(vhost::vhost_user::Result<()>),
+    /// Let the handler take it; then ack this request code if given.
+    Ack(Option<u32>),
 }
 
 enum Cmd {
@@ -276,9 +284,18 @@ impl MgmtPort {
         if !revents.contains(PollFlags::IN) && revents.intersects(PollFlags::HUP | PollFlags::ERR) {
             return self.disconnect("peer hung up");
         }
-        let res = match self.conn.as_mut() {
-            Some(c) => c.handle_request(),
-            None => return,
+        let res = match self.dpdk_compat() {
+            Compat::Handled(r) => r,
+            Compat::Ack(need) => {
+                let r = match self.conn.as_mut() {
+                    Some(c) => c.handle_request(),
+                    None => return,
+                };
+                match (r, need) {
+                    (Ok(()), Some(code)) => self.send_ack(code),
+                    (r, _) => r,
+                }
+            }
         };
         if let Err(e) = res {
             let why = match e {
@@ -292,6 +309,60 @@ impl MgmtPort {
             };
             self.disconnect(&why);
         }
+    }
+
+    /// DPDK's virtio-user in server mode (22.11), when a backend reconnects,
+    /// sends SET_VRING_ENABLE before SET_FEATURES and asks for acks
+    /// (NEED_REPLY) without renegotiating REPLY_ACK. DPDK's own vhost library
+    /// accepts both; rust-vmm's handler refuses the first and never answers
+    /// the second, which would hang the pod. So we peek at each header: an
+    /// early SET_VRING_ENABLE is handled here, and an ack the handler will
+    /// not send is sent after it succeeded.
+    fn dpdk_compat(&mut self) -> Compat {
+        const SET_VRING_ENABLE: u32 = 18;
+        // Messages that carry their own reply.
+        const HAS_REPLY: [u32; 6] = [1, 11, 15, 17, 24, 36];
+        let Some(sock) = &self.conn_sock else { return Compat::Ack(None) };
+        let mut h = [0u8; 12];
+        match rustix::net::recv(sock, &mut h, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((12, _)) => {}
+            _ => return Compat::Ack(None),
+        }
+        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let (code, flags, size) = (word(0), word(4), word(8));
+        let need_reply = flags & 0x8 != 0;
+        let (features_set, reply_ack) = match self.dev.lock() {
+            Ok(d) => (d.features_set(), d.reply_ack()),
+            Err(_) => return Compat::Ack(None),
+        };
+        if code == SET_VRING_ENABLE && !features_set && size == 8 {
+            let mut m = [0u8; 20];
+            let mut s = sock;
+            if let Err(e) = std::io::Read::read_exact(&mut s, &mut m) {
+                return Compat::Handled(Err(vhost::vhost_user::Error::SocketBroken(e)));
+            }
+            let index = u32::from_le_bytes([m[12], m[13], m[14], m[15]]);
+            let num = u32::from_le_bytes([m[16], m[17], m[18], m[19]]);
+            let r = match (self.dev.lock(), num) {
+                (Ok(mut d), 0 | 1) => VhostUserBackendReqHandlerMut::set_vring_enable(&mut *d, index, num == 1),
+                _ => Err(vhost::vhost_user::Error::InvalidParam),
+            };
+            return Compat::Handled(match (r, need_reply) {
+                (Ok(()), true) => self.send_ack(code),
+                (r, _) => r,
+            });
+        }
+        Compat::Ack((need_reply && !reply_ack && !HAS_REPLY.contains(&code)).then_some(code))
+    }
+
+    fn send_ack(&mut self, code: u32) -> vhost::vhost_user::Result<()> {
+        let mut m = [0u8; 20];
+        m[0..4].copy_from_slice(&code.to_le_bytes());
+        m[4..8].copy_from_slice(&(0x1u32 | 0x4).to_le_bytes());
+        m[8..12].copy_from_slice(&8u32.to_le_bytes());
+        let Some(sock) = &self.conn_sock else { return Ok(()) };
+        let mut s = sock;
+        std::io::Write::write_all(&mut s, &m).map_err(vhost::vhost_user::Error::SocketBroken)
     }
 
     fn check_broken(&mut self) {

@@ -93,6 +93,16 @@ impl Device {
         }
     }
 
+    /// Whether SET_FEATURES arrived on this connection.
+    pub fn features_set(&self) -> bool {
+        self.features_set
+    }
+
+    /// Whether REPLY_ACK was negotiated on this connection.
+    pub fn reply_ack(&self) -> bool {
+        self.protocol & VhostUserProtocolFeatures::REPLY_ACK.bits() != 0
+    }
+
     /// Stops every ring, unmaps guest memory, closes the eventfds and forgets
     /// the negotiation (on disconnect and `RESET_OWNER`).
     pub fn reset(&mut self) {

@@ -67,7 +67,7 @@ pub struct MockGuest {
     /// Queue size.
     pub size: u16,
     avail_idx: u16,
-    _file: File,
+    file: File,
 }
 
 fn memfd(len: u64) -> File {
@@ -89,7 +89,12 @@ impl MockGuest {
         let f = memfd(MEM_SIZE);
         let spec = RegionSpec { gpa: BASE, size: MEM_SIZE, uva: BASE, mmap_offset: 0 };
         let mem = GuestMemory::map(&[spec], std::slice::from_ref(&f)).expect("map");
-        MockGuest { mem: Arc::new(mem), size, avail_idx: 0, _file: f }
+        MockGuest { mem: Arc::new(mem), size, avail_idx: 0, file: f }
+    }
+
+    /// The memfd backing the memory (to pass in SET_MEM_TABLE).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// A device-side ring on this guest's queue.
