@@ -36,6 +36,8 @@ pub struct Cli {
     /// A port: `NAME=dpdk[,vlan=TAG][,iface-id=LPORT],devargs=<DPDK devargs>`; everything
     /// after `devargs=` is the devargs (e.g. `net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap`).
     /// `iface-id=` names the OVN logical port this port is, for petrel-ovn to claim.
+    /// A pod's port: `NAME=vhost-user,path=SOCK,mode=server|client[,queues=N][,vlan=TAG][,iface-id=LPORT]`
+    /// (server: petreld creates the socket; client: the pod's app does, petreld connects and reconnects).
     /// With `vlan=TAG` the port is a VLAN trunk for one tag: frames leaving it get
     /// the tag pushed, frames arriving must carry it (it is popped; others are dropped).
     #[arg(long = "port", value_name = "SPEC")]
@@ -115,11 +117,18 @@ pub struct FileConfig {
 pub struct FilePort {
     /// Port name.
     pub name: String,
-    /// Port type; only `dpdk` so far.
+    /// Port type: `dpdk` or `vhost-user`.
     #[serde(rename = "type", default = "default_port_type")]
     pub kind: String,
-    /// DPDK devargs.
+    /// DPDK devargs (`dpdk` ports).
+    #[serde(default)]
     pub devargs: String,
+    /// Socket path (`vhost-user` ports).
+    pub path: Option<PathBuf>,
+    /// `server` (petreld creates the socket) or `client` (`vhost-user` ports; default server).
+    pub mode: Option<String>,
+    /// Queue pairs (`vhost-user` ports; default 1).
+    pub queues: Option<u16>,
     /// VLAN trunk tag, as `vlan=` in `--port`.
     pub vlan: Option<u16>,
     /// The OVN logical port this port is (`external_ids:iface-id` in OVS terms),
@@ -198,6 +207,15 @@ pub enum PortKind {
     },
     /// A Geneve tunnel over a DPDK uplink.
     Geneve(GeneveSpec),
+    /// A vhost-user socket (a pod).
+    VhostUser {
+        /// Socket path.
+        path: PathBuf,
+        /// Whether petreld creates the socket (server) or connects to it (client).
+        client: bool,
+        /// Queue pairs.
+        queues: u16,
+    },
 }
 
 /// A Geneve tunnel port, resolved.
@@ -254,7 +272,7 @@ pub struct Plan {
     pub eal_args: Vec<String>,
     /// PMD CPUs.
     pub pmd_cores: Vec<usize>,
-    /// Ports: DPDK ports first, then tunnel ports.
+    /// Ports: DPDK and vhost-user ports in `--port` order, then tunnel ports.
     pub ports: Vec<PlanPort>,
     /// Bridges.
     pub bridges: Vec<PlanBridge>,
@@ -336,10 +354,11 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
 pub fn parse_port_spec(spec: &str) -> Result<FilePort> {
     let (name, rest) = spec.split_once('=').ok_or_else(|| anyhow!("--port {spec:?}: expected NAME=TYPE,..."))?;
     let (kind, mut rest) = rest.split_once(',').unwrap_or((rest, ""));
+    if kind == "vhost-user" {
+        return parse_vhost_spec(spec, name, rest);
+    }
     if kind != "dpdk" {
-        bail!(
-            "--port {spec:?}: unknown port type {kind:?} (supported: dpdk; vhost-user comes with the vhost-user issue)"
-        );
+        bail!("--port {spec:?}: unknown port type {kind:?} (supported: dpdk, vhost-user)");
     }
     let mut vlan = None;
     let mut iface_id = None;
@@ -359,7 +378,43 @@ pub fn parse_port_spec(spec: &str) -> Result<FilePort> {
     }
     let devargs =
         devargs.filter(|d| !d.is_empty()).ok_or_else(|| anyhow!("--port {spec:?}: missing devargs=<DPDK devargs>"))?;
-    Ok(FilePort { name: name.to_owned(), kind: kind.to_owned(), devargs, vlan, iface_id })
+    Ok(FilePort {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+        devargs,
+        vlan,
+        iface_id,
+        path: None,
+        mode: None,
+        queues: None,
+    })
+}
+
+/// `NAME=vhost-user,path=SOCK,mode=server|client[,queues=N][,vlan=TAG][,iface-id=LPORT]`.
+fn parse_vhost_spec(spec: &str, name: &str, rest: &str) -> Result<FilePort> {
+    let mut p = FilePort {
+        name: name.to_owned(),
+        kind: "vhost-user".to_owned(),
+        devargs: String::new(),
+        vlan: None,
+        iface_id: None,
+        path: None,
+        mode: None,
+        queues: None,
+    };
+    for kv in rest.split(',').filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some(("path", v)) if !v.is_empty() => p.path = Some(PathBuf::from(v)),
+            Some(("mode", v)) => p.mode = Some(v.to_owned()),
+            Some(("queues", v)) => {
+                p.queues = Some(v.parse().with_context(|| format!("--port {spec:?}: bad queues {v:?}"))?);
+            }
+            Some(("vlan", v)) => p.vlan = Some(v.parse().with_context(|| format!("--port {spec:?}: bad vlan {v:?}"))?),
+            Some(("iface-id", v)) if !v.is_empty() => p.iface_id = Some(v.to_owned()),
+            _ => bail!("--port {spec:?}: unknown option {kv:?} (known: path=, mode=, queues=, vlan=, iface-id=)"),
+        }
+    }
+    Ok(p)
 }
 
 fn parse_geneve_spec(spec: &str) -> Result<FileGeneve> {
@@ -461,15 +516,34 @@ fn build_plan(
     }
     let mut ports: Vec<PlanPort> = Vec::new();
     for p in &file.port {
-        if p.kind != "dpdk" {
-            bail!("port {:?}: unknown type {:?}", p.name, p.kind);
-        }
+        let kind = match p.kind.as_str() {
+            "dpdk" => {
+                if p.devargs.is_empty() || p.path.is_some() || p.mode.is_some() || p.queues.is_some() {
+                    bail!("port {:?}: a dpdk port takes devargs (and not path, mode, queues)", p.name);
+                }
+                PortKind::Dpdk { devargs: p.devargs.clone() }
+            }
+            "vhost-user" => {
+                let path = p.path.clone().ok_or_else(|| anyhow!("port {:?}: vhost-user needs path=", p.name))?;
+                let client = match p.mode.as_deref() {
+                    None | Some("server") => false,
+                    Some("client") => true,
+                    Some(m) => bail!("port {:?}: mode must be server or client, not {m:?}", p.name),
+                };
+                let queues = p.queues.unwrap_or(1);
+                if !(1..=128).contains(&queues) || !p.devargs.is_empty() {
+                    bail!("port {:?}: vhost-user takes queues=1..128 (and no devargs)", p.name);
+                }
+                PortKind::VhostUser { path, client, queues }
+            }
+            k => bail!("port {:?}: unknown type {k:?} (supported: dpdk, vhost-user)", p.name),
+        };
         if p.vlan.is_some_and(|v| v == 0 || v > 4094) {
             bail!("port {:?}: vlan must be 1..4094", p.name);
         }
         ports.push(PlanPort {
             name: p.name.clone(),
-            kind: PortKind::Dpdk { devargs: p.devargs.clone() },
+            kind,
             vlan: p.vlan,
             iface_id: p.iface_id.clone(),
             role: Role::None,
@@ -479,7 +553,7 @@ fn build_plan(
     for g in &file.geneve {
         let uplink = ports[..n_dpdk]
             .iter()
-            .position(|p| p.name == g.uplink)
+            .position(|p| p.name == g.uplink && matches!(p.kind, PortKind::Dpdk { .. }))
             .ok_or_else(|| anyhow!("geneve {:?}: uplink {:?} is not a dpdk port", g.name, g.uplink))?;
         if g.vni >= 1 << 24 {
             bail!("geneve {:?}: vni {} does not fit 24 bits", g.name, g.vni);

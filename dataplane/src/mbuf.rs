@@ -73,6 +73,21 @@ impl Mempool {
         NonNull::new(m).map(Mbuf)
     }
 
+    /// Fills every slot with a fresh mbuf, all or nothing (DPDK
+    /// `rte_pktmbuf_alloc_bulk`); returns false, slots untouched, when the
+    /// pool has too few. The slots must be empty.
+    #[inline]
+    pub fn alloc_bulk(&self, slots: &mut [Option<Mbuf>]) -> bool {
+        debug_assert!(slots.iter().all(Option::is_none));
+        let Ok(n) = u32::try_from(slots.len()) else { return false };
+        // SAFETY: `[Option<Mbuf>]` has the layout of `[*mut rte_mbuf]`; DPDK
+        // writes n valid, owned mbuf pointers into the (empty) slots or
+        // nothing, and returns 0 on success.
+        unsafe {
+            sys::rte_pktmbuf_alloc_bulk(self.raw.as_ptr(), slots.as_mut_ptr().cast::<*mut sys::rte_mbuf>(), n) == 0
+        }
+    }
+
     /// Mbufs currently in the pool (not handed out). Not exact under
     /// concurrent use (per-lcore caches count as available).
     pub fn avail_count(&self) -> u32 {
@@ -367,6 +382,45 @@ impl<const N: usize> Burst<N> {
         self.len -= n;
     }
 
+    /// Lets `fill` write packets into the (empty) burst's slots; it returns
+    /// how many leading slots hold packets. Mbufs it left in later slots
+    /// (allocated but not needed) are freed.
+    #[inline]
+    pub fn fill_with(&mut self, fill: impl FnOnce(&mut [Option<Mbuf>]) -> usize) -> usize {
+        debug_assert!(self.len == 0);
+        let n = fill(&mut self.pkts).min(N);
+        for slot in &mut self.pkts[n..] {
+            if slot.take().is_none() {
+                break;
+            }
+        }
+        self.len = n;
+        n
+    }
+
+    /// The filled slots, for copying out (vhost-user enqueue).
+    #[inline]
+    pub fn slots(&self) -> &[Option<Mbuf>] {
+        &self.pkts[..self.len]
+    }
+
+    /// Frees the first `n` packets (copied out, e.g. into a guest's buffers)
+    /// in one `rte_pktmbuf_free_bulk` and moves the rest to the front.
+    #[inline]
+    pub fn free_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        if n == 0 {
+            return;
+        }
+        let count = u32::try_from(n).expect("a burst is far below u32::MAX");
+        // SAFETY: slots 0..n hold owned mbufs or None (null, which DPDK
+        // skips); after the bulk free we forget them exactly once.
+        unsafe {
+            sys::rte_pktmbuf_free_bulk(self.raw_slots(), count);
+            self.consumed(n);
+        }
+    }
+
     /// Moves the filled slots to the front, dropping `None` holes.
     #[inline]
     pub fn compact(&mut self) {
@@ -382,6 +436,32 @@ impl<const N: usize> Burst<N> {
 }
 
 const _: () = assert!(std::mem::size_of::<Option<Mbuf>>() == std::mem::size_of::<*mut sys::rte_mbuf>());
+
+impl petrel_vhost_user::PktBuf for Mbuf {
+    #[inline]
+    fn room(&mut self) -> &mut [u8] {
+        let m = self.m();
+        let room = usize::from(m.buf_len) - usize::from(m.data_off);
+        let p = self.data_ptr().cast_mut();
+        // SAFETY: buf_len - data_off bytes from the data start lie inside the
+        // mbuf's buffer, which we own exclusively (single segment, refcnt 1:
+        // vhost dequeue fills fresh mbufs only).
+        unsafe { std::slice::from_raw_parts_mut(p, room) }
+    }
+
+    #[inline]
+    fn set_len(&mut self, len: usize) {
+        let len = u16::try_from(len).expect("vhost dequeue never exceeds the room (< 64 KiB)");
+        let m = self.m_mut();
+        m.data_len = len;
+        m.pkt_len = u32::from(len);
+    }
+
+    #[inline]
+    fn data(&self) -> &[u8] {
+        <Self as PacketBuf>::data(self)
+    }
+}
 
 impl Mbuf {
     /// Prefetches the first cache line of packet data (DPDK `rte_prefetch0`).

@@ -65,6 +65,11 @@ impl PetreldNode {
                     kind: match &p.kind {
                         PortKind::Dpdk { devargs } => format!("dpdk {devargs}"),
                         PortKind::Geneve(g) => format!("geneve {} -> {} vni {}", g.local, g.remote, g.vni),
+                        PortKind::VhostUser { path, client, queues } => format!(
+                            "vhost-user {} {} queues {queues}",
+                            path.display(),
+                            if *client { "client" } else { "server" }
+                        ),
                     },
                     state: "up".to_owned(),
                     iface_id: p.iface_id.clone(),

@@ -21,8 +21,11 @@ use petrel_dataplane::pmd::fwd::Engine;
 use petrel_dataplane::pmd::stats::{sum, Counters, SharedStats};
 use petrel_dataplane::pmd::{self, PmdSetup};
 use petrel_dataplane::port::eal::Eal;
-use petrel_dataplane::port::{EthPort, PortConf};
+use petrel_dataplane::port::vhost::VhostQueue;
+use petrel_dataplane::port::{EthPort, PortConf, QueueHandle};
 use petrel_dataplane::table::new_tables;
+use petrel_vhost_user::backend::{Backend, Mode, PortConfig};
+use petrel_vhost_user::Port as VhostPort;
 
 /// Extra CLI flags of the binary only.
 #[derive(Debug, Parser)]
@@ -42,11 +45,22 @@ fn main() {
     }
 }
 
-/// Everything DPDK-backed, in drop order: ports first, then the pool, then EAL.
+/// Everything DPDK-backed, in drop order: ports first, then the vhost-user
+/// management thread (closing pod connections, unmapping their memory),
+/// then the pool, then EAL.
 struct Node {
     ports: Vec<EthPort>,
+    vhost: Option<Backend>,
+    vhost_ports: Vec<Arc<VhostPort>>,
     pool: Arc<Mempool>,
     eal: Eal,
+}
+
+/// What backs plan port `i`.
+enum Dev {
+    Eth(usize),
+    Vhost(Arc<VhostPort>),
+    None,
 }
 
 fn run() -> Result<()> {
@@ -62,13 +76,34 @@ fn run() -> Result<()> {
     let eal = Eal::init(&plan.eal_args).context("initialising DPDK EAL")?;
     let pool = Mempool::new("petrel_pkts", plan.mbufs, 256, Mempool::DEFAULT_DATA_ROOM, -1)
         .context("creating the packet pool")?;
-    let mut node = Node { ports: Vec::new(), pool: Arc::new(pool), eal };
+    let mut node = Node { ports: Vec::new(), vhost: None, vhost_ports: Vec::new(), pool: Arc::new(pool), eal };
     let n_txq = u16::try_from(n_pmd).context("too many PMD cores")?;
+    let mut devs = Vec::new();
     for p in &plan.ports {
-        if let PortKind::Dpdk { devargs } = &p.kind {
-            let conf =
-                PortConf { name: p.name.clone(), devargs: devargs.clone(), n_rxq: 1, n_txq, n_rxd: 1024, n_txd: 1024 };
-            node.ports.push(EthPort::open(&conf, &node.pool)?);
+        match &p.kind {
+            PortKind::Dpdk { devargs } => {
+                let conf = PortConf {
+                    name: p.name.clone(),
+                    devargs: devargs.clone(),
+                    n_rxq: 1,
+                    n_txq,
+                    n_rxd: 1024,
+                    n_txd: 1024,
+                };
+                node.ports.push(EthPort::open(&conf, &node.pool)?);
+                devs.push(Dev::Eth(node.ports.len() - 1));
+            }
+            PortKind::VhostUser { path, client, queues } => {
+                // At most one interrupt per ring every 20 µs.
+                let interval = node.eal.tsc_hz() / 50_000;
+                let backend = node.vhost.get_or_insert_with(|| Backend::start(interval));
+                let mode = if *client { Mode::Client } else { Mode::Server };
+                let cfg = PortConfig { name: p.name.clone(), path: path.clone(), mode, queues: *queues };
+                let port = backend.add_port(cfg)?;
+                node.vhost_ports.push(Arc::clone(&port));
+                devs.push(Dev::Vhost(port));
+            }
+            PortKind::Geneve(_) => devs.push(Dev::None),
         }
     }
     // The tables PMDs run for ports bound to logical ports (empty until a
@@ -79,19 +114,40 @@ fn run() -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
 
-    let macs: Vec<[u8; 6]> = node.ports.iter().map(EthPort::mac).collect();
+    let macs: Vec<[u8; 6]> =
+        devs.iter().map(|d| if let Dev::Eth(k) = d { node.ports[*k].mac() } else { [0; 6] }).collect();
     let mut shared = Vec::new();
     let mut handles = Vec::new();
     for (pmd_idx, &core) in plan.pmd_cores.iter().enumerate() {
         let txq = u16::try_from(pmd_idx).context("PMD index")?;
-        // Rx queue 0 of DPDK port k is polled by PMD k % n_pmd.
-        let queues: Vec<_> = (0..plan.ports.len())
-            .map(|i| node.ports.get(i).map(|p| p.queue(if i % n_pmd == pmd_idx { Some(0) } else { None }, txq)))
+        // Rx queue 0 of DPDK port i is polled by PMD i % n_pmd, queue pair q
+        // of vhost-user port i by PMD (i + q) % n_pmd.
+        let vq = |port: &Arc<VhostPort>, rxq| {
+            QueueHandle::Vhost(VhostQueue::new(Arc::clone(port), Arc::clone(&node.pool), rxq, txq))
+        };
+        let queues: Vec<_> = devs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Dev::Eth(k) => Some(node.ports[*k].queue(if i % n_pmd == pmd_idx { Some(0) } else { None }, txq)),
+                Dev::Vhost(port) => Some(vq(port, None)),
+                Dev::None => None,
+            })
             .collect();
-        let rx = (0..node.ports.len())
-            .filter(|i| i % n_pmd == pmd_idx)
-            .map(|i| (i, node.ports[i].queue(Some(0), txq)))
-            .collect();
+        let mut rx = Vec::new();
+        for (i, d) in devs.iter().enumerate() {
+            match d {
+                Dev::Eth(k) if i % n_pmd == pmd_idx => rx.push((i, node.ports[*k].queue(Some(0), txq))),
+                Dev::Vhost(port) => {
+                    for q in 0..port.n_qp() {
+                        if (i + usize::from(q)) % n_pmd == pmd_idx {
+                            rx.push((i, vq(port, Some(q))));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
         let engine =
             Engine::new(&plan, &queues, &macs, Arc::clone(&node.pool), node.eal.tsc_hz(), Some(Arc::clone(&tables)))
                 .map_err(anyhow::Error::msg)?;
@@ -172,13 +228,14 @@ fn run() -> Result<()> {
     let mut report = final_report(&plan, &node, &total, &finals, start.elapsed());
     // Stopping and closing the ports returns the mbufs their rings held; what
     // is still in use after that was lost somewhere: it must be zero.
-    let Node { ports, pool, eal } = node;
+    let Node { ports, vhost, vhost_ports, pool, eal } = node;
     drop(ports);
+    drop(vhost);
     let leaked = pool.in_use_count();
     let _ = writeln!(report, "mbufs in use after port close: {leaked}");
     print!("{report}");
     if let Some(path) = &args.stats_file {
-        std::fs::write(path, stats_json(&plan, &total, &finals, leaked))
+        std::fs::write(path, stats_json(&plan, &total, &finals, leaked, &vhost_ports))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     drop(pool);
@@ -234,6 +291,18 @@ fn final_report(plan: &Plan, node: &Node, total: &Counters, per_pmd: &[Counters]
             );
         }
     }
+    for v in &node.vhost_ports {
+        let c = &v.counters;
+        let _ = writeln!(
+            s,
+            "vhost-user {}: connects {} disconnects {} violations {} dropped {}",
+            v.name(),
+            c.connects.load(Ordering::Relaxed),
+            c.disconnects.load(Ordering::Relaxed),
+            c.violations.load(Ordering::Relaxed),
+            c.dropped.load(Ordering::Relaxed)
+        );
+    }
     for r in DropReason::ALL {
         let n = total.drops[r.index()];
         if n > 0 {
@@ -254,7 +323,7 @@ fn final_report(plan: &Plan, node: &Node, total: &Counters, per_pmd: &[Counters]
     s
 }
 
-fn stats_json(plan: &Plan, total: &Counters, per_pmd: &[Counters], leaked: u32) -> String {
+fn stats_json(plan: &Plan, total: &Counters, per_pmd: &[Counters], leaked: u32, vhost: &[Arc<VhostPort>]) -> String {
     let ports: serde_json::Map<String, serde_json::Value> = plan
         .ports
         .iter()
@@ -284,6 +353,21 @@ fn stats_json(plan: &Plan, total: &Counters, per_pmd: &[Counters], leaked: u32) 
             })
         })
         .collect();
-    let v = serde_json::json!({ "ports": ports, "drops": drops, "pmds": pmds, "mbufs_leaked": leaked });
+    let vhost: serde_json::Map<String, serde_json::Value> = vhost
+        .iter()
+        .map(|v| {
+            let c = &v.counters;
+            (
+                v.name().to_owned(),
+                serde_json::json!({
+                    "connects": c.connects.load(Ordering::Relaxed),
+                    "disconnects": c.disconnects.load(Ordering::Relaxed),
+                    "violations": c.violations.load(Ordering::Relaxed),
+                    "dropped": c.dropped.load(Ordering::Relaxed),
+                }),
+            )
+        })
+        .collect();
+    let v = serde_json::json!({ "ports": ports, "drops": drops, "pmds": pmds, "mbufs_leaked": leaked, "vhost": vhost });
     format!("{v:#}\n")
 }

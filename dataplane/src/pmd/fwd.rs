@@ -130,7 +130,7 @@ impl Engine {
         let mut tunnels = Vec::new();
         for (i, p) in plan.ports.iter().enumerate() {
             let out = match &p.kind {
-                PortKind::Dpdk { .. } => Out::Eth,
+                PortKind::Dpdk { .. } | PortKind::VhostUser { .. } => Out::Eth,
                 PortKind::Geneve(g) => {
                     let tun = GeneveTunnel::new(GeneveTunnelConfig {
                         src_mac: macs[g.uplink],
@@ -192,7 +192,7 @@ impl Engine {
             .collect();
         let tx = (0..n)
             .map(|i| TxPort {
-                q: queues.get(i).copied().flatten(),
+                q: queues.get(i).cloned().flatten(),
                 pending: Burst::default(),
                 pending_bytes: 0,
                 since: 0,
@@ -283,7 +283,7 @@ impl Engine {
         c.rx_packets += n as u64;
         c.rx_bytes += bytes;
         let tx = &mut self.tx[o];
-        match tx.q {
+        match &tx.q {
             Some(q) if tx.pending.is_empty() => {
                 let mut sent = q.tx_burst(burst);
                 if sent < n {
@@ -594,7 +594,7 @@ impl Engine {
         }
         let bytes = std::mem::take(&mut tx.pending_bytes);
         let mut sent = 0;
-        if let Some(q) = tx.q {
+        if let Some(q) = &tx.q {
             sent = q.tx_burst(&mut tx.pending);
             if sent < n {
                 sent += q.tx_burst(&mut tx.pending);

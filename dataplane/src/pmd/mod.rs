@@ -80,7 +80,8 @@ pub fn run(mut setup: PmdSetup) -> Result<Counters, String> {
 #[inline]
 fn poll(setup: &mut PmdSetup, burst: &mut Burst<BURST>) -> usize {
     let mut total = 0;
-    for &(port, q) in &setup.rx {
+    for (port, q) in &setup.rx {
+        let port = *port;
         let t0 = eal::rdtsc();
         let n = q.rx_burst(burst);
         if n == 0 {

@@ -7,6 +7,7 @@
 //! (then detached) on drop.
 
 pub mod eal;
+pub mod vhost;
 
 use std::ffi::CString;
 use std::fmt;
@@ -207,7 +208,7 @@ impl EthPort {
 
     /// A handle for one PMD to receive on `rxq` and send on `txq`.
     pub fn queue(&self, rxq: Option<u16>, txq: u16) -> QueueHandle {
-        QueueHandle { port_id: self.port_id, rxq, txq }
+        QueueHandle::Eth(EthQueue { port_id: self.port_id, rxq, txq })
     }
 
     /// Hardware/driver counters of the port.
@@ -257,17 +258,49 @@ pub struct EthStats {
     pub oerrors: u64,
 }
 
-/// One PMD's access to a port: its rx queue (if it polls one) and its own tx queue.
+/// One PMD's access to a port: its rx queue (if it polls one) and its tx queue.
+#[derive(Debug, Clone)]
+pub enum QueueHandle {
+    /// A DPDK ethdev.
+    Eth(EthQueue),
+    /// A vhost-user port (a pod's virtqueues).
+    Vhost(vhost::VhostQueue),
+}
+
+impl QueueHandle {
+    /// Receives up to the burst's free room into it; returns how many arrived.
+    ///
+    /// The burst must be empty.
+    #[inline]
+    pub fn rx_burst<const N: usize>(&self, burst: &mut Burst<N>) -> usize {
+        match self {
+            QueueHandle::Eth(q) => q.rx_burst(burst),
+            QueueHandle::Vhost(q) => q.rx_burst(burst),
+        }
+    }
+
+    /// Sends as many queued mbufs as the port takes; the rest stay queued.
+    /// Returns how many were sent.
+    #[inline]
+    pub fn tx_burst<const N: usize>(&self, burst: &mut Burst<N>) -> usize {
+        match self {
+            QueueHandle::Eth(q) => q.tx_burst(burst),
+            QueueHandle::Vhost(q) => q.tx_burst(burst),
+        }
+    }
+}
+
+/// One PMD's access to an ethdev: its rx queue (if it polls one) and its own tx queue.
 ///
 /// Each PMD gets distinct queue ids, so bursts need no lock.
 #[derive(Debug, Clone, Copy)]
-pub struct QueueHandle {
+pub struct EthQueue {
     port_id: u16,
     rxq: Option<u16>,
     txq: u16,
 }
 
-impl QueueHandle {
+impl EthQueue {
     /// Receives up to the burst's free room into it; returns how many arrived.
     ///
     /// The burst must be empty.
