@@ -635,6 +635,8 @@ impl Compiler {
         let egress = f.pipeline == "egress";
         let mut cx = Ctx { resolve: &r, table, egress, ports: &mut deps.ports, notes: &mut notes };
         let (acts, refusal) = match actions::compile(&a, &mut cx) {
+            // No actions at all is OVN's drop (`/* drop */`, as ACLs write it).
+            Ok(acts) if acts.is_empty() => (vec![Action::Drop(DropReason::Explicit)], None),
             Ok(acts) => (acts, None),
             // Refused: keep the match, drop what reaches it.
             Err(e) => (vec![Action::Drop(DropReason::Unsupported)], Some(describe("actions", &e))),
