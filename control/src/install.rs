@@ -18,8 +18,9 @@ use petrel_dataplane::ctl::proto::{RefusalMsg, SnapshotMsg};
 use petrel_dataplane::ctl::Client;
 use tokio::sync::watch;
 
-use crate::lflow::{Compiler, LocalPorts};
+use crate::lflow::{Compiler, LocalPorts, Refusal};
 use crate::ovsdb::Replica;
+use petrel_dataplane::table::Snapshot;
 
 /// What petreld reported last (the dataplane watcher's `show`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +65,10 @@ pub struct Installer {
     bridge_mappings: BTreeMap<String, String>,
     /// (petreld instance, generation it replied, the message published).
     last: Option<(String, u64, SnapshotMsg)>,
+    /// The compiled tables behind `last`, to notice "nothing changed"
+    /// without converting 30k rules to a message (stages are shared `Arc`s
+    /// when the compiler reused them).
+    last_snap: Option<(Snapshot, Vec<Refusal>)>,
     stats: InstallStats,
 }
 
@@ -85,6 +90,7 @@ impl Installer {
             view,
             bridge_mappings,
             last: None,
+            last_snap: None,
             stats: InstallStats::default(),
         }
     }
@@ -102,6 +108,7 @@ impl Installer {
             view,
             bridge_mappings: BTreeMap::new(),
             last: None,
+            last_snap: None,
             stats: InstallStats::default(),
         }
     }
@@ -150,6 +157,17 @@ impl Installer {
         self.stats.last_n_rules = compiled.stats.n_rules;
         self.stats.last_n_refusals = compiled.refusals.len();
         let t1 = Instant::now();
+        let unchanged =
+            self.last_snap.as_ref().is_some_and(|(s, r)| same_tables(s, &compiled.snapshot) && *r == compiled.refusals);
+        if unchanged {
+            if let Some((inst, generation, _)) = &self.last {
+                let in_force = self.socket.is_none() || (*inst == view.instance && view.generation <= *generation);
+                if in_force {
+                    return true;
+                }
+            }
+        }
+        self.last_snap = Some((compiled.snapshot.clone(), compiled.refusals.clone()));
         let mut msg = SnapshotMsg::from(&compiled.snapshot);
         msg.generation = 0;
         msg.refusals = compiled
@@ -243,4 +261,26 @@ impl Installer {
             _ => false,
         }
     }
+}
+
+/// Whether two snapshots are the same tables: same stages (by pointer: the
+/// compiler shares the stages it did not rebuild), ports, groups and local
+/// bindings.
+fn same_tables(a: &Snapshot, b: &Snapshot) -> bool {
+    let same_pipe = |x: &petrel_dataplane::table::Pipeline, y: &petrel_dataplane::table::Pipeline| {
+        x.stages.len() == y.stages.len() && x.stages.iter().zip(&y.stages).all(|(s, t)| std::sync::Arc::ptr_eq(s, t))
+    };
+    a.local_ports == b.local_ports
+        && a.vlan_ports == b.vlan_ports
+        && a.chassis == b.chassis
+        && a.datapaths.len() == b.datapaths.len()
+        && a.datapaths.iter().zip(&b.datapaths).all(|((ka, da), (kb, db))| {
+            ka == kb
+                && da.name == db.name
+                && da.ports == db.ports
+                && da.groups == db.groups
+                && da.port_names == db.port_names
+                && same_pipe(&da.ingress, &db.ingress)
+                && same_pipe(&da.egress, &db.egress)
+        })
 }

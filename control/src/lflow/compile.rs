@@ -691,6 +691,7 @@ impl Compiler {
             by_dp.entry(pb.datapath).or_default().push(pb);
         }
         let by_name: HashMap<&str, &PortBinding> = pbs.iter().map(|p| (p.logical_port.as_str(), p)).collect();
+        let pb_keys: HashMap<Uuid, u32> = pbs.iter().map(|p| (p.uuid, key32(p.tunnel_key))).collect();
         let groups: Vec<MulticastGroup> = MulticastGroup::all(replica);
         let address_sets: HashMap<String, Vec<String>> =
             AddressSet::all(replica).into_iter().map(|a| (a.name, a.addresses)).collect();
@@ -868,12 +869,7 @@ impl Compiler {
             for g in groups.iter().filter(|g| g.datapath == dp.uuid) {
                 let k = key32(g.tunnel_key);
                 names.ports.insert(g.name.clone(), k);
-                let members: Vec<u32> = g
-                    .ports
-                    .iter()
-                    .filter_map(|u| pbs.iter().find(|p| p.uuid == *u))
-                    .map(|p| key32(p.tunnel_key))
-                    .collect();
+                let members: Vec<u32> = g.ports.iter().filter_map(|u| pb_keys.get(u)).copied().collect();
                 d.groups.insert(k, members.into());
             }
             // Port groups: SB names are `<datapath key>_<name>` (northd 23.03
