@@ -446,8 +446,9 @@ fn parse_mac(s: &str) -> Option<u128> {
     parse_lport_addresses(s).map(|a| a.mac)
 }
 
-/// Renumbers `Next` from OVN table numbers to stage indices.
-fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, cur: u16, bad: &mut bool) -> Vec<Action> {
+/// Renumbers `Next` (and, inside generated packets, `Jump`s into either
+/// pipeline) from OVN table numbers to stage indices.
+fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, jump: &Jumps<'_>, cur: u16, bad: &mut bool) -> Vec<Action> {
     acts.iter()
         .map(|a| match a {
             Action::Next(t) => match map(*t) {
@@ -458,10 +459,46 @@ fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, cur: u16, bad: &mut 
                 }
                 None => Action::Drop(DropReason::StageMiss),
             },
-            Action::Clone(inner) => Action::Clone(remap(inner, map, cur, bad).into()),
+            Action::Clone(inner) => Action::Clone(remap(inner, map, jump, cur, bad).into()),
+            Action::Generate { kind, actions } => {
+                Action::Generate { kind: *kind, actions: remap(actions, map, jump, cur, bad).into() }
+            }
+            Action::Jump { egress, stage } => {
+                let index = if *egress == jump.egress { jump.own } else { jump.other };
+                match stage_of(index, *stage) {
+                    Some(i) => Action::Jump { egress: *egress, stage: i },
+                    None => Action::Drop(DropReason::StageMiss),
+                }
+            }
             other => other.clone(),
         })
         .collect()
+}
+
+/// The stage maps a `Jump` (OVN `next(pipeline=…, table=…)`) is renumbered
+/// with: this pipeline's and the other one's, both from [`stage_index`].
+struct Jumps<'a> {
+    egress: bool,
+    own: &'a BTreeMap<u16, u16>,
+    other: &'a BTreeMap<u16, u16>,
+}
+
+/// OVN table → stage index of a pipeline as [`layout`] lays it out: kept
+/// (non-trivial) OVN tables in order, then the auxiliary ones.
+fn stage_index(tables: &BTreeMap<u16, (String, Vec<Rule>)>, aux: &[(u16, String, Vec<Rule>)]) -> BTreeMap<u16, u16> {
+    let max = tables.keys().next_back().copied().unwrap_or(0);
+    let kept = tables.iter().filter(|(t, (_, rules))| !(is_trivial(rules, **t) && **t < max)).map(|(t, _)| *t);
+    kept.chain(aux.iter().map(|a| a.0)).enumerate().map(|(i, t)| (t, u16::try_from(i).unwrap_or(u16::MAX))).collect()
+}
+
+/// Where OVN table `t` is in a pipeline of `index`: tables with no flows
+/// at all miss (drop), as an empty OpenFlow table does; skipped trivial
+/// ones forward to the next kept table.
+fn stage_of(index: &BTreeMap<u16, u16>, t: u16) -> Option<u16> {
+    if t >= AUX_IN_PORT_SEC {
+        return index.get(&t).copied();
+    }
+    index.range(t..AUX_IN_PORT_SEC).next().map(|(_, i)| *i)
 }
 
 /// Whether a stage's rules are exactly one `1 → next;`.
@@ -471,29 +508,18 @@ fn is_trivial(rules: &[Rule], table: u16) -> bool {
 
 /// Lays out one pipeline: OVN stages (trivial ones skipped) then auxiliary
 /// stages; returns the pipeline and whether a backwards `next` was refused.
-fn layout(tables: BTreeMap<u16, (String, Vec<Rule>)>, aux: Vec<(u16, String, Vec<Rule>)>) -> (Pipeline, bool) {
-    let max = tables.keys().next_back().copied().unwrap_or(0);
-    let mut kept: Vec<(u16, String, Vec<Rule>)> = Vec::new();
-    let mut index: BTreeMap<u16, u16> = BTreeMap::new();
-    for (t, (name, rules)) in tables {
-        if is_trivial(&rules, t) && t < max {
-            continue;
-        }
-        index.insert(t, u16::try_from(kept.len()).unwrap_or(u16::MAX));
-        kept.push((t, name, rules));
-    }
-    for (t, name, rules) in aux {
-        index.insert(t, u16::try_from(kept.len()).unwrap_or(u16::MAX));
-        kept.push((t, name, rules));
-    }
-    // Tables with no flows at all miss (drop), as an empty OpenFlow table
-    // does; skipped trivial ones forward to the next kept table.
-    let map = |t: u16| -> Option<u16> {
-        if t >= AUX_IN_PORT_SEC {
-            return index.get(&t).copied();
-        }
-        index.range(t..AUX_IN_PORT_SEC).next().map(|(_, i)| *i)
-    };
+/// `other` is the other pipeline's [`stage_index`], for `Jump`s into it.
+fn layout(
+    tables: BTreeMap<u16, (String, Vec<Rule>)>,
+    aux: Vec<(u16, String, Vec<Rule>)>,
+    egress: bool,
+    other: &BTreeMap<u16, u16>,
+) -> (Pipeline, bool) {
+    let index = stage_index(&tables, &aux);
+    let kept = tables.into_iter().filter(|(t, _)| index.contains_key(t)).map(|(t, (n, r))| (t, n, r));
+    let kept: Vec<(u16, String, Vec<Rule>)> = kept.chain(aux).collect();
+    let map = |t: u16| stage_of(&index, t);
+    let jumps = Jumps { egress, own: &index, other };
     let mut backwards = false;
     let stages = kept
         .into_iter()
@@ -503,7 +529,7 @@ fn layout(tables: BTreeMap<u16, (String, Vec<Rule>)>, aux: Vec<(u16, String, Vec
             let rules = rules
                 .into_iter()
                 .map(|r| {
-                    let acts = remap(&r.actions, &map, cur, &mut backwards);
+                    let acts = remap(&r.actions, &map, &jumps, cur, &mut backwards);
                     Rule { actions: acts.into(), ..r }
                 })
                 .collect();
@@ -881,8 +907,9 @@ impl Compiler {
                 (AUX_GET_FDB, "petrel_get_fdb".to_owned(), get_fdb),
             ];
             let aux_out = vec![(AUX_OUT_PORT_SEC, "petrel_out_port_sec".to_owned(), out_ps)];
-            let (pi, b1) = layout(ingress, aux_in);
-            let (pe, b2) = layout(egress, aux_out);
+            let (index_in, index_out) = (stage_index(&ingress, &aux_in), stage_index(&egress, &aux_out));
+            let (pi, b1) = layout(ingress, aux_in, false, &index_out);
+            let (pe, b2) = layout(egress, aux_out, true, &index_in);
             if b1 || b2 {
                 out.refusals.push(Refusal {
                     datapath: name.clone(),
