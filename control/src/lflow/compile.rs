@@ -983,3 +983,52 @@ fn uses(d: &Deps, c: &Changed) -> bool {
         || d.port_groups.iter().any(|p| c.port_groups.contains(p))
         || d.resident.iter().any(|p| c.resident.contains(p))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod jump_layout_tests {
+    //! `next(pipeline=…, table=N)` inside generated packets is renumbered
+    //! with the target pipeline's layout (trivial stages skipped).
+    use petrel_dataplane::table::GenKind;
+
+    use super::*;
+
+    fn t(n: u16, rules: Vec<Rule>) -> (u16, (String, Vec<Rule>)) {
+        (n, (format!("t{n}"), rules))
+    }
+
+    fn next(n: u16) -> Vec<Rule> {
+        vec![Rule::new(0, &[], vec![Action::Next(n)], 0)]
+    }
+
+    fn other() -> Vec<Rule> {
+        vec![Rule::new(0, &[], vec![Action::Output], 0), Rule::new(1, &[(Field::IpProto, 6, 0xff)], vec![], 0)]
+    }
+
+    #[test]
+    fn jumps_follow_the_other_pipelines_layout() {
+        // Egress: tables 0..=5, of which 0, 1, 3 and 4 are trivial: 2 → stage 0, 5 → stage 1.
+        let egress: BTreeMap<_, _> =
+            [t(0, next(1)), t(1, next(2)), t(2, other()), t(3, next(4)), t(4, next(5)), t(5, other())].into();
+        let gen = |stage| Action::Generate {
+            kind: GenKind::Reject,
+            actions: vec![Action::Jump { egress: true, stage }].into(),
+        };
+        let ingress: BTreeMap<_, _> = [t(0, next(1)), t(1, vec![Rule::new(0, &[], vec![gen(5), gen(3)], 0)])].into();
+        let (index_in, index_out) = (stage_index(&ingress, &[]), stage_index(&egress, &[]));
+        let (pi, bad) = layout(ingress, vec![], false, &index_out);
+        assert!(!bad);
+        let (pe, _) = layout(egress, vec![], true, &index_in);
+        assert_eq!(pe.stages.len(), 2);
+        let acts = &pi.stages.last().unwrap().rules()[0].actions;
+        let jumps: Vec<_> = acts
+            .iter()
+            .map(|a| match a {
+                Action::Generate { actions, .. } => actions[0].clone(),
+                _ => panic!("{a:?}"),
+            })
+            .collect();
+        // Table 5 is stage 1; a skipped table 3 goes on at the next kept one, 5.
+        assert_eq!(jumps, [Action::Jump { egress: true, stage: 1 }, Action::Jump { egress: true, stage: 1 }]);
+    }
+}
