@@ -478,6 +478,24 @@ mod tests {
             let a = run(text, 3, false).unwrap_or_else(|e| panic!("{text}: {e:?}"));
             assert!(matches!(a.as_slice(), [Action::Generate { kind: k, .. }] if *k == kind), "{text}: {a:?}");
         }
+        // Logical router flows of ovn-northd 23.03 (lflow-list of a router
+        // with one port): all compile (Petrel does not run routers yet).
+        for text in [
+            "arp { eth.dst = ff:ff:ff:ff:ff:ff; arp.spa = reg1; arp.tpa = reg0; arp.op = 1; output; };",
+            "icmp4 {eth.dst <-> eth.src; icmp4.type = 11; /* Time exceeded */ icmp4.code = 0; \
+             /* TTL exceeded in transit */ ip4.dst = ip4.src; ip4.src = 10.0.0.254 ; ip.ttl = 254; \
+             outport = \"p1\"; flags.loopback = 1; output; };",
+            "icmp4 {eth.dst <-> eth.src; ip4.dst <-> ip4.src; ip.ttl = 255; icmp4.type = 3; icmp4.code = 2; next; };",
+            "icmp6 {eth.dst <-> eth.src; ip6.dst = ip6.src; ip6.src = fd00::fe ; ip.ttl = 254; icmp6.type = 3; \
+             /* Time exceeded */ icmp6.code = 0; /* TTL exceeded in transit */ outport = \"p1\"; \
+             flags.loopback = 1; output; };",
+            "nd_na_router { eth.src = xreg0[0..47]; ip6.src = nd.target; nd.tll = xreg0[0..47]; outport = inport; \
+             flags.loopback = 1; output; };",
+            "tcp_reset {eth.dst <-> eth.src; ip6.dst <-> ip6.src; next; };",
+        ] {
+            let a = run(text, 3, false).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert!(matches!(a.as_slice(), [Action::Generate { .. }]), "{text}: {a:?}");
+        }
         // Jumps into the other pipeline, and nd.target writes, only inside a generator.
         assert!(run("nd.target = fd00::1; next;", 9, false).unwrap_err().unsupported);
         assert!(run("next(pipeline=egress,table=5);", 9, false).unwrap_err().unsupported);
