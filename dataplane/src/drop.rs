@@ -151,4 +151,10 @@ drop_reasons! {
     TooManyOutputs => "too_many_outputs",
     /// The pipeline punted to the slow path, and none is attached yet.
     SlowPath => "slow_path",
+    /// `reject` of a TCP RST or an ICMP destination-unreachable, which pinctrl never answers.
+    RejectIgnored => "reject_ignored",
+    /// A packet-generating action on a packet it does not apply to (pinctrl ignores it: e.g. `nd_na` on a non-ND packet, `tcp_reset` on non-TCP).
+    GenerateNotApplicable => "generate_not_applicable",
+    /// The packet was answered with a generated packet and went nowhere else (consumed, as by pinctrl).
+    Generated => "generated",
 }

@@ -8,9 +8,17 @@
 //! `lookup_fdb()`, `get_fdb()`) become the same here: clear a flag bit,
 //! resubmit (`next` returns, like OpenFlow's resubmit) into an auxiliary
 //! stage, move the bit (`encode_result_action__` in actions.c).
+//!
+//! The packet-generating actions (`arp`, `nd_na`, `nd_na_router`, `icmp4`,
+//! `icmp6`, `icmp4_error`, `icmp6_error`, `tcp_reset`, `reject`) become
+//! [`Action::Generate`] around their nested actions: the fast path builds
+//! the packet pinctrl would and runs the nested actions on it. Only there,
+//! `next(pipeline=…, table=…)` becomes an [`Action::Jump`] (renumbered by
+//! `compile::layout` with the target pipeline's stage map), as ovn-controller
+//! resubmits the generated packet straight into that table.
 
 use petrel_dataplane::drop::DropReason;
-use petrel_dataplane::table::{Action, Field, SlowPathReason};
+use petrel_dataplane::table::{Action, Field, GenKind, SlowPathReason};
 
 use super::expr::{resolve_field, ExprError, Resolve};
 use super::parse::{arg_field, Act, Const, FieldRef, Rhs, Tok};
@@ -87,8 +95,18 @@ fn writable(f: Field) -> bool {
             | Field::ArpOp
             | Field::ArpSha
             | Field::ArpTha
+            | Field::NdTarget
             | Field::Reg(_)
     )
+}
+
+/// Fields only a generated packet may have written (the fast path rewrites
+/// them in no received packet).
+fn check_gen_only(lf: &LField, f: &FieldRef, generated: bool) -> Result<(), ExprError> {
+    if !generated && lf.parts.iter().any(|p| p.0 == Field::NdTarget) {
+        return unsupported(f.pos, format!("writing `{f}` outside a packet-generating action"));
+    }
+    Ok(())
 }
 
 fn dst_field(f: &FieldRef) -> Result<LField, ExprError> {
@@ -179,8 +197,11 @@ fn result_action(dst: &FieldRef, bit: u8, stage: u16, out: &mut Vec<Action>) -> 
     mov(&src, &lf, dst.pos, out)
 }
 
-fn next_target(args: &[Vec<Tok>], cx: &Ctx<'_>, pos: usize) -> Result<u16, ExprError> {
+/// `next(…)`: a `Next` in this pipeline, or inside a generated packet with
+/// an explicit pipeline, a `Jump`.
+fn next_target(args: &[Vec<Tok>], cx: &Ctx<'_>, generated: bool, pos: usize) -> Result<Action, ExprError> {
     let mut table = None;
+    let mut pipeline = None;
     for a in args {
         match a.as_slice() {
             [Tok::Num { value, .. }] => table = Some(*value),
@@ -191,18 +212,38 @@ fn next_target(args: &[Vec<Tok>], cx: &Ctx<'_>, pos: usize) -> Result<u16, ExprE
                     "egress" => true,
                     _ => return bad(pos, format!("unknown pipeline `{p}`")),
                 };
-                if egress != cx.egress {
-                    return unsupported(pos, "`next` into the other pipeline (used by packet-generating actions)");
+                if egress != cx.egress && !generated {
+                    return unsupported(pos, "`next` into the other pipeline outside a packet-generating action");
                 }
+                pipeline = Some(egress);
             }
             _ => return bad(pos, "bad `next` arguments"),
         }
     }
     let t = table.unwrap_or(u128::from(cx.table) + 1);
-    u16::try_from(t).ok().filter(|t| *t < AUX_IN_PORT_SEC).ok_or(ExprError {
+    let t = u16::try_from(t).ok().filter(|t| *t < AUX_IN_PORT_SEC).ok_or(ExprError {
         pos,
         msg: format!("table {t} is out of range"),
         unsupported: false,
+    })?;
+    Ok(match pipeline {
+        Some(egress) if generated => Action::Jump { egress, stage: t },
+        _ => Action::Next(t),
+    })
+}
+
+/// The generated packet an OVN action name makes.
+fn gen_kind(name: &str) -> Option<GenKind> {
+    Some(match name {
+        "arp" => GenKind::Arp,
+        "nd_na" => GenKind::NdNa,
+        "nd_na_router" => GenKind::NdNaRouter,
+        // pinctrl answers both with whichever ICMP version the packet is.
+        "icmp4" | "icmp6" => GenKind::Icmp,
+        "icmp4_error" | "icmp6_error" => GenKind::IcmpError,
+        "tcp_reset" => GenKind::TcpReset,
+        "reject" => GenKind::Reject,
+        _ => return None,
     })
 }
 
@@ -220,11 +261,18 @@ fn port_value(name: &str, cx: &mut Ctx<'_>) -> u128 {
 /// # Errors
 /// The first action Petrel cannot run (`unsupported`) or that is invalid.
 pub fn compile(acts: &[Act], cx: &mut Ctx<'_>) -> Result<Vec<Action>, ExprError> {
+    compile_in(acts, cx, false)
+}
+
+/// [`compile`], `generated` inside a packet-generating action.
+fn compile_in(acts: &[Act], cx: &mut Ctx<'_>, generated: bool) -> Result<Vec<Action>, ExprError> {
     let mut out = Vec::new();
     for a in acts {
         match a {
             Act::Exchange { a, b, pos } => {
                 let (la, lb) = (dst_field(a)?, dst_field(b)?);
+                check_gen_only(&la, a, generated)?;
+                check_gen_only(&lb, b, generated)?;
                 match (la.parts.as_slice(), lb.parts.as_slice()) {
                     ([(fa, 0, wa)], [(fb, 0, wb)]) if *wa == fa.bits() && *wb == fb.bits() && wa == wb => {
                         out.push(Action::Exchange(*fa, *fb));
@@ -236,6 +284,7 @@ pub fn compile(acts: &[Act], cx: &mut Ctx<'_>) -> Result<Vec<Action>, ExprError>
             Act::Assign { dst, rhs, pos } => match rhs {
                 Rhs::Const(c) => {
                     let lf = dst_field(dst)?;
+                    check_gen_only(&lf, dst, generated)?;
                     let v = match c {
                         Const::Str(s) if lf.string => port_value(s, cx),
                         Const::Num { value, mask: None, .. } if !lf.string => {
@@ -250,6 +299,7 @@ pub fn compile(acts: &[Act], cx: &mut Ctx<'_>) -> Result<Vec<Action>, ExprError>
                 }
                 Rhs::Field(src) => {
                     let lf = dst_field(dst)?;
+                    check_gen_only(&lf, dst, generated)?;
                     let ls = resolve_field(src)?;
                     mov(&ls, &lf, *pos, &mut out)?;
                 }
@@ -281,12 +331,17 @@ pub fn compile(acts: &[Act], cx: &mut Ctx<'_>) -> Result<Vec<Action>, ExprError>
                 },
             },
             Act::Call { name, args, body, pos } => match name.as_str() {
-                "next" => out.push(Action::Next(next_target(args.as_deref().unwrap_or(&[]), cx, *pos)?)),
+                "next" => out.push(next_target(args.as_deref().unwrap_or(&[]), cx, generated, *pos)?),
                 "output" => out.push(Action::Output),
                 "drop" => out.push(Action::Drop(DropReason::Explicit)),
                 "clone" => {
-                    let inner = compile(body.as_deref().unwrap_or(&[]), cx)?;
+                    let inner = compile_in(body.as_deref().unwrap_or(&[]), cx, generated)?;
                     out.push(Action::Clone(inner.into()));
+                }
+                n if gen_kind(n).is_some() && body.is_some() => {
+                    let kind = gen_kind(n).expect("checked by the guard");
+                    let inner = compile_in(body.as_deref().unwrap_or(&[]), cx, true)?;
+                    out.push(Action::Generate { kind, actions: inner.into() });
                 }
                 // Without conntrack there is no connection state to clear.
                 "ct_clear" => {}
@@ -299,17 +354,8 @@ pub fn compile(acts: &[Act], cx: &mut Ctx<'_>) -> Result<Vec<Action>, ExprError>
                     cx.notes.push("put_fdb() learning is not written back to the Southbound yet".into());
                 }
                 n if n.starts_with("ct_") => return unsupported(*pos, format!("`{n}` needs conntrack")),
-                "arp"
-                | "nd_na"
-                | "nd_na_router"
-                | "nd_ns"
-                | "icmp4"
-                | "icmp4_error"
-                | "icmp6"
-                | "icmp6_error"
-                | "tcp_reset"
+                "nd_ns"
                 | "sctp_abort"
-                | "reject"
                 | "igmp"
                 | "put_dhcp_opts"
                 | "put_dhcpv6_opts"
@@ -332,4 +378,130 @@ pub fn compile(acts: &[Act], cx: &mut Ctx<'_>) -> Result<Vec<Action>, ExprError>
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::lflow::parse::parse_actions;
+
+    struct R;
+    impl Resolve for R {
+        fn port_key(&self, name: &str) -> Option<u32> {
+            (name == "p1").then_some(1)
+        }
+        fn address_set(&self, _: &str) -> Option<Vec<String>> {
+            None
+        }
+        fn port_group(&self, _: &str) -> Option<Vec<String>> {
+            None
+        }
+        fn chassis_resident(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    fn run(text: &str, table: u16, egress: bool) -> Result<Vec<Action>, ExprError> {
+        let mut ports = BTreeSet::new();
+        let mut notes = Vec::new();
+        let mut cx = Ctx { resolve: &R, table, egress, ports: &mut ports, notes: &mut notes };
+        compile(&parse_actions(text).unwrap(), &mut cx)
+    }
+
+    fn reg(r: u8) -> Field {
+        Field::Reg(r)
+    }
+
+    #[test]
+    fn nd_na_of_ls_in_arp_rsp() {
+        // ovn-northd 23.03, build_lswitch_arp_nd_responder_known_ips.
+        let a = run(
+            "nd_na { eth.src = 00:00:00:00:00:01; ip6.src = fd00::1; nd.target = fd00::1; \
+             nd.tll = 00:00:00:00:00:01; outport = inport; flags.loopback = 1; output; };",
+            17,
+            false,
+        )
+        .unwrap();
+        let [Action::Generate { kind: GenKind::NdNa, actions }] = a.as_slice() else { panic!("{a:?}") };
+        let ip: u128 = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().to_bits();
+        assert_eq!(
+            actions.as_ref(),
+            [
+                Action::Set { field: Field::EthSrc, value: 1, mask: 0xffff_ffff_ffff },
+                Action::Set { field: Field::IpSrc, value: ip, mask: u128::MAX },
+                Action::Set { field: Field::NdTarget, value: ip, mask: u128::MAX },
+                Action::Set { field: Field::ArpTha, value: 1, mask: 0xffff_ffff_ffff },
+                Action::Move { src: reg(14), dst: reg(15) },
+                Action::Set { field: reg(10), value: 1, mask: 1 },
+                Action::Output,
+            ]
+        );
+    }
+
+    #[test]
+    fn reject_of_ls_in_acl_jumps_into_egress() {
+        // ovn-northd 23.03, build_reject_acl_rules (ingress ACL, table 9).
+        let a = run(
+            "reject { /* eth.dst <-> eth.src; ip.dst <-> ip.src; is implicit. */ \
+             outport <-> inport; next(pipeline=egress,table=5); };",
+            9,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            [Action::Generate {
+                kind: GenKind::Reject,
+                actions: vec![Action::Exchange(reg(15), reg(14)), Action::Jump { egress: true, stage: 5 }].into(),
+            }]
+        );
+        // From an egress ACL it goes back to ingress L2 lookup.
+        let a = run("reject { outport <-> inport; next(pipeline=ingress,table=25); };", 4, true).unwrap();
+        let [Action::Generate { actions, .. }] = a.as_slice() else { panic!() };
+        assert_eq!(actions[1], Action::Jump { egress: false, stage: 25 });
+    }
+
+    #[test]
+    fn other_generators_and_what_stays_refused() {
+        let a = run("tcp_reset { eth.dst <-> eth.src; ip4.dst <-> ip4.src; next; };", 3, false).unwrap();
+        let [Action::Generate { kind: GenKind::TcpReset, actions }] = a.as_slice() else { panic!() };
+        assert_eq!(actions[2], Action::Next(4));
+        for (text, kind) in [
+            ("icmp4 { eth.dst <-> eth.src; ip4.dst <-> ip4.src; ip.ttl = 255; icmp4.type = 3; icmp4.code = 3; next; };", GenKind::Icmp),
+            ("icmp6 { eth.dst <-> eth.src; ip6.dst <-> ip6.src; ip.ttl = 255; icmp6.type = 1; icmp6.code = 4; next; };", GenKind::Icmp),
+            ("arp { eth.dst = ff:ff:ff:ff:ff:ff; arp.spa = 10.0.0.1; arp.op = 1; output; };", GenKind::Arp),
+            ("nd_na_router { eth.src = 00:00:00:00:00:01; outport = inport; flags.loopback = 1; output; };", GenKind::NdNaRouter),
+        ] {
+            let a = run(text, 3, false).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert!(matches!(a.as_slice(), [Action::Generate { kind: k, .. }] if *k == kind), "{text}: {a:?}");
+        }
+        // Logical router flows of ovn-northd 23.03 (lflow-list of a router
+        // with one port): all compile (Petrel does not run routers yet).
+        for text in [
+            "arp { eth.dst = ff:ff:ff:ff:ff:ff; arp.spa = reg1; arp.tpa = reg0; arp.op = 1; output; };",
+            "icmp4 {eth.dst <-> eth.src; icmp4.type = 11; /* Time exceeded */ icmp4.code = 0; \
+             /* TTL exceeded in transit */ ip4.dst = ip4.src; ip4.src = 10.0.0.254 ; ip.ttl = 254; \
+             outport = \"p1\"; flags.loopback = 1; output; };",
+            "icmp4 {eth.dst <-> eth.src; ip4.dst <-> ip4.src; ip.ttl = 255; icmp4.type = 3; icmp4.code = 2; next; };",
+            "icmp6 {eth.dst <-> eth.src; ip6.dst = ip6.src; ip6.src = fd00::fe ; ip.ttl = 254; icmp6.type = 3; \
+             /* Time exceeded */ icmp6.code = 0; /* TTL exceeded in transit */ outport = \"p1\"; \
+             flags.loopback = 1; output; };",
+            "nd_na_router { eth.src = xreg0[0..47]; ip6.src = nd.target; nd.tll = xreg0[0..47]; outport = inport; \
+             flags.loopback = 1; output; };",
+            "tcp_reset {eth.dst <-> eth.src; ip6.dst <-> ip6.src; next; };",
+        ] {
+            let a = run(text, 3, false).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert!(matches!(a.as_slice(), [Action::Generate { .. }]), "{text}: {a:?}");
+        }
+        // Jumps into the other pipeline, and nd.target writes, only inside a generator.
+        assert!(run("nd.target = fd00::1; next;", 9, false).unwrap_err().unsupported);
+        assert!(run("next(pipeline=egress,table=5);", 9, false).unwrap_err().unsupported);
+        // Fragmentation-needed is not built.
+        let e = run("icmp4_error { icmp4.type = 3; icmp4.code = 4; icmp4.frag_mtu = 1442; next; };", 3, false);
+        assert!(e.unwrap_err().unsupported);
+        assert!(run("sctp_abort { next; };", 3, false).unwrap_err().unsupported);
+    }
 }

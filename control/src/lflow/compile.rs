@@ -463,8 +463,9 @@ fn parse_mac(s: &str) -> Option<u128> {
     parse_lport_addresses(s).map(|a| a.mac)
 }
 
-/// Renumbers `Next` from OVN table numbers to stage indices.
-fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, cur: u16, bad: &mut bool) -> Vec<Action> {
+/// Renumbers `Next` (and, inside generated packets, `Jump`s into either
+/// pipeline) from OVN table numbers to stage indices.
+fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, jump: &Jumps<'_>, cur: u16, bad: &mut bool) -> Vec<Action> {
     acts.iter()
         .map(|a| match a {
             Action::Next(t) => match map(*t) {
@@ -475,7 +476,17 @@ fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, cur: u16, bad: &mut 
                 }
                 None => Action::Drop(DropReason::StageMiss),
             },
-            Action::Clone(inner) => Action::Clone(remap(inner, map, cur, bad).into()),
+            Action::Clone(inner) => Action::Clone(remap(inner, map, jump, cur, bad).into()),
+            Action::Generate { kind, actions } => {
+                Action::Generate { kind: *kind, actions: remap(actions, map, jump, cur, bad).into() }
+            }
+            Action::Jump { egress, stage } => {
+                let index = if *egress == jump.egress { jump.own } else { jump.other };
+                match stage_of(index, *stage) {
+                    Some(i) => Action::Jump { egress: *egress, stage: i },
+                    None => Action::Drop(DropReason::StageMiss),
+                }
+            }
             other => other.clone(),
         })
         .collect()
@@ -483,6 +494,37 @@ fn remap(acts: &[Action], map: &dyn Fn(u16) -> Option<u16>, cur: u16, bad: &mut 
 
 /// A stage's name and the compiled flows in it, before layout.
 type StageFlows = (String, Vec<Arc<FlowOut>>);
+
+/// The stage maps a `Jump` (OVN `next(pipeline=…, table=…)`) is renumbered
+/// with: this pipeline's and the other one's, both from [`stage_index`].
+struct Jumps<'a> {
+    egress: bool,
+    own: &'a BTreeMap<u16, u16>,
+    other: &'a BTreeMap<u16, u16>,
+}
+
+/// Whether an OVN table's flows are only a trivial `1 → next;`.
+fn trivial_flows(flows: &[Arc<FlowOut>], t: u16) -> bool {
+    matches!(flows, [f] if f.conj.is_empty() && is_trivial(&f.rules, t))
+}
+
+/// OVN table → stage index of a pipeline as [`layout`] lays it out: kept
+/// (non-trivial) OVN tables in order, then the auxiliary ones.
+fn stage_index(tables: &BTreeMap<u16, StageFlows>, aux: &[(u16, String, Vec<Rule>)]) -> BTreeMap<u16, u16> {
+    let max = tables.keys().next_back().copied().unwrap_or(0);
+    let kept = tables.iter().filter(|(t, (_, flows))| !(trivial_flows(flows, **t) && **t < max)).map(|(t, _)| *t);
+    kept.chain(aux.iter().map(|a| a.0)).enumerate().map(|(i, t)| (t, u16::try_from(i).unwrap_or(u16::MAX))).collect()
+}
+
+/// Where OVN table `t` is in a pipeline of `index`: tables with no flows
+/// at all miss (drop), as an empty OpenFlow table does; skipped trivial
+/// ones forward to the next kept table.
+fn stage_of(index: &BTreeMap<u16, u16>, t: u16) -> Option<u16> {
+    if t >= AUX_IN_PORT_SEC {
+        return index.get(&t).copied();
+    }
+    index.range(t..AUX_IN_PORT_SEC).next().map(|(_, i)| *i)
+}
 
 /// Whether a stage's rules are exactly one `1 → next;`.
 fn is_trivial(rules: &[Rule], table: u16) -> bool {
@@ -498,6 +540,7 @@ type StageCache = HashMap<(u32, bool, u16), (u64, bool, Arc<Stage>)>;
 
 /// Lays out one pipeline: OVN stages (trivial ones skipped) then auxiliary
 /// stages; returns the pipeline and whether a backwards `next` was refused.
+/// `other` is the other pipeline's [`stage_index`], for `Jump`s into it.
 /// A stage whose flows (the same cached compiles) and layout are unchanged
 /// is reused as is, so a change rebuilds only the stages it touches.
 fn layout(
@@ -505,44 +548,31 @@ fn layout(
     egress: bool,
     tables: BTreeMap<u16, StageFlows>,
     aux: Vec<(u16, String, Vec<Rule>)>,
+    other: &BTreeMap<u16, u16>,
     cache: &mut StageCache,
 ) -> (Pipeline, bool) {
     use std::hash::{Hash, Hasher};
-    let max = tables.keys().next_back().copied().unwrap_or(0);
+    let index = stage_index(&tables, &aux);
     // (table, name, flows; or the rules of an auxiliary stage)
     type Kept = (u16, String, Vec<Arc<FlowOut>>, Option<Vec<Rule>>);
-    let mut kept: Vec<Kept> = Vec::new();
-    let mut index: BTreeMap<u16, u16> = BTreeMap::new();
-    for (t, (name, flows)) in tables {
-        let trivial = matches!(flows.as_slice(), [f] if f.conj.is_empty() && is_trivial(&f.rules, t));
-        if trivial && t < max {
-            continue;
-        }
-        index.insert(t, u16::try_from(kept.len()).unwrap_or(u16::MAX));
-        kept.push((t, name, flows, None));
-    }
-    for (t, name, rules) in aux {
-        index.insert(t, u16::try_from(kept.len()).unwrap_or(u16::MAX));
-        kept.push((t, name, Vec::new(), Some(rules)));
-    }
+    let kept: Vec<Kept> = tables
+        .into_iter()
+        .filter(|(t, _)| index.contains_key(t))
+        .map(|(t, (n, f))| (t, n, f, None))
+        .chain(aux.into_iter().map(|(t, n, r)| (t, n, Vec::new(), Some(r))))
+        .collect();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    index.hash(&mut h);
+    (&index, other).hash(&mut h);
     let map_hash = h.finish();
-    // Tables with no flows at all miss (drop), as an empty OpenFlow table
-    // does; skipped trivial ones forward to the next kept table.
-    let map = |t: u16| -> Option<u16> {
-        if t >= AUX_IN_PORT_SEC {
-            return index.get(&t).copied();
-        }
-        index.range(t..AUX_IN_PORT_SEC).next().map(|(_, i)| *i)
-    };
+    let map = |t: u16| stage_of(&index, t);
+    let jumps = Jumps { egress, own: &index, other };
     let mut backwards = false;
     let mut stages = Vec::with_capacity(kept.len());
     for (i, (t, name, flows, aux_rules)) in kept.into_iter().enumerate() {
         let cur = u16::try_from(i).unwrap_or(u16::MAX);
         let mut bw = false;
         let mut re = |r: &Rule| {
-            let acts = remap(&r.actions, &map, cur, &mut bw);
+            let acts = remap(&r.actions, &map, &jumps, cur, &mut bw);
             Rule { actions: acts.into(), ..r.clone() }
         };
         if let Some(rules) = aux_rules {
@@ -960,8 +990,9 @@ impl Compiler {
                 (AUX_GET_FDB, "petrel_get_fdb".to_owned(), get_fdb),
             ];
             let aux_out = vec![(AUX_OUT_PORT_SEC, "petrel_out_port_sec".to_owned(), out_ps)];
-            let (pi, b1) = layout(dp_key, false, ingress, aux_in, &mut self.stages);
-            let (pe, b2) = layout(dp_key, true, egress, aux_out, &mut self.stages);
+            let (index_in, index_out) = (stage_index(&ingress, &aux_in), stage_index(&egress, &aux_out));
+            let (pi, b1) = layout(dp_key, false, ingress, aux_in, &index_out, &mut self.stages);
+            let (pe, b2) = layout(dp_key, true, egress, aux_out, &index_in, &mut self.stages);
             if b1 || b2 {
                 out.refusals.push(Refusal {
                     datapath: name.clone(),
@@ -1096,4 +1127,61 @@ fn uses(d: &Deps, c: &Changed) -> bool {
         || d.address_sets.iter().any(|p| c.address_sets.contains(p))
         || d.port_groups.iter().any(|p| c.port_groups.contains(p))
         || d.resident.iter().any(|p| c.resident.contains(p))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod jump_layout_tests {
+    //! `next(pipeline=…, table=N)` inside generated packets is renumbered
+    //! with the target pipeline's layout (trivial stages skipped).
+    use petrel_dataplane::table::GenKind;
+
+    use super::*;
+
+    fn t(n: u16, rules: Vec<Rule>) -> (u16, StageFlows) {
+        let f = FlowOut {
+            rules: rules.into(),
+            conj: Arc::from(Vec::new()),
+            refusal: None,
+            notes: Vec::new(),
+            deps: Deps::default(),
+        };
+        (n, (format!("t{n}"), vec![Arc::new(f)]))
+    }
+
+    fn next(n: u16) -> Vec<Rule> {
+        vec![Rule::new(0, &[], vec![Action::Next(n)], 0)]
+    }
+
+    fn other() -> Vec<Rule> {
+        vec![Rule::new(0, &[], vec![Action::Output], 0), Rule::new(1, &[(Field::IpProto, 6, 0xff)], vec![], 0)]
+    }
+
+    #[test]
+    fn jumps_follow_the_other_pipelines_layout() {
+        // Egress: tables 0..=5, of which 0, 1, 3 and 4 are trivial: 2 → stage 0, 5 → stage 1.
+        let egress: BTreeMap<_, _> =
+            [t(0, next(1)), t(1, next(2)), t(2, other()), t(3, next(4)), t(4, next(5)), t(5, other())].into();
+        let gen = |stage| Action::Generate {
+            kind: GenKind::Reject,
+            actions: vec![Action::Jump { egress: true, stage }].into(),
+        };
+        let ingress: BTreeMap<_, _> = [t(0, next(1)), t(1, vec![Rule::new(0, &[], vec![gen(5), gen(3)], 0)])].into();
+        let (index_in, index_out) = (stage_index(&ingress, &[]), stage_index(&egress, &[]));
+        let mut cache = StageCache::new();
+        let (pi, bad) = layout(1, false, ingress, vec![], &index_out, &mut cache);
+        assert!(!bad);
+        let (pe, _) = layout(1, true, egress, vec![], &index_in, &mut cache);
+        assert_eq!(pe.stages.len(), 2);
+        let acts = &pi.stages.last().unwrap().rules()[0].actions;
+        let jumps: Vec<_> = acts
+            .iter()
+            .map(|a| match a {
+                Action::Generate { actions, .. } => actions[0].clone(),
+                _ => panic!("{a:?}"),
+            })
+            .collect();
+        // Table 5 is stage 1; a skipped table 3 goes on at the next kept one, 5.
+        assert_eq!(jumps, [Action::Jump { egress: true, stage: 1 }, Action::Jump { egress: true, stage: 1 }]);
+    }
 }

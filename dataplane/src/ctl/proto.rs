@@ -998,6 +998,20 @@ pub enum ActionMsg {
         /// Why.
         reason: SlowPathMsg,
     },
+    /// [`Action::Generate`].
+    Generate {
+        /// [`table::GenKind::name`].
+        kind: String,
+        /// Actions run on the generated packet.
+        actions: Vec<ActionMsg>,
+    },
+    /// [`Action::Jump`].
+    Jump {
+        /// Into the egress pipeline?
+        egress: bool,
+        /// Stage.
+        stage: u16,
+    },
 }
 
 /// Why a wire snapshot or change could not be turned into tables.
@@ -1007,6 +1021,8 @@ pub enum ConvertError {
     BadWord(usize, usize),
     /// unknown drop reason {0:?}
     UnknownDropReason(String),
+    /// unknown generated packet kind {0:?}
+    UnknownGenKind(String),
     /// register {0} does not exist (0..=15)
     BadRegister(u8),
     /// datapath {0} appears twice
@@ -1131,6 +1147,11 @@ impl From<&Action> for ActionMsg {
             Action::Mirror(id) => ActionMsg::Mirror { id: *id },
             Action::Drop(r) => ActionMsg::Drop { reason: r.name().to_owned() },
             Action::SlowPath(r) => ActionMsg::SlowPath { reason: (*r).into() },
+            Action::Generate { kind, actions } => ActionMsg::Generate {
+                kind: kind.name().to_owned(),
+                actions: actions.iter().map(ActionMsg::from).collect(),
+            },
+            Action::Jump { egress, stage } => ActionMsg::Jump { egress: *egress, stage: *stage },
         }
     }
 }
@@ -1162,6 +1183,11 @@ impl TryFrom<&ActionMsg> for Action {
                 drop_reason_by_name(reason).ok_or_else(|| ConvertError::UnknownDropReason(reason.clone()))?,
             ),
             ActionMsg::SlowPath { reason } => Action::SlowPath((*reason).into()),
+            ActionMsg::Generate { kind, actions } => Action::Generate {
+                kind: table::GenKind::from_name(kind).ok_or_else(|| ConvertError::UnknownGenKind(kind.clone()))?,
+                actions: actions_from_msg(actions)?.into(),
+            },
+            ActionMsg::Jump { egress, stage } => Action::Jump { egress: *egress, stage: *stage },
         })
     }
 }

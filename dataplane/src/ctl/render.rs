@@ -17,7 +17,7 @@ use super::proto::{
     TablesReply, TraceReply,
 };
 use crate::flow::FlowKey;
-use crate::table::exec::{self, Outcome, Target, TraceEvent, Tracer};
+use crate::table::exec::{self, Emit, Outcome, Target, TraceEvent, Tracer};
 use crate::table::{Action, Binding, Datapath, Field, Key, Meta, Rule, SlowPathReason, Snapshot, Stage};
 
 // ---------------------------------------------------------------- key fields
@@ -259,6 +259,10 @@ pub fn fmt_action(a: &Action) -> String {
         Action::Mirror(id) => format!("mirror({id});"),
         Action::Drop(r) => format!("drop({r});"),
         Action::SlowPath(r) => format!("slow_path({});", slow_path_name(*r)),
+        Action::Generate { kind, actions } => format!("{} {{ {} }};", kind.name(), fmt_actions(actions)),
+        Action::Jump { egress, stage } => {
+            format!("next(pipeline={}, stage={stage});", if *egress { "egress" } else { "ingress" })
+        }
     }
 }
 
@@ -416,6 +420,14 @@ impl TraceCollector {
         }
     }
 
+    /// A copy, readable: its target, and the packet when it is generated.
+    pub fn fmt_emit(&self, e: &Emit) -> String {
+        match e.gen {
+            None => self.fmt_target(&e.target),
+            Some(g) => format!("{}: generated {}: {}", self.fmt_target(&e.target), g.name(), fmt_flow(&e.key.flow)),
+        }
+    }
+
     /// A target, readable.
     pub fn fmt_target(&self, t: &Target) -> String {
         let vlan = |v: &Option<u16>| v.map(|v| format!(" vlan {v}")).unwrap_or_default();
@@ -453,11 +465,12 @@ impl Tracer for TraceCollector {
                 // Clones list their inner actions as they run; show the head only.
                 let s = match a {
                     Action::Clone(_) => "clone {".to_owned(),
+                    Action::Generate { kind, .. } => format!("{} {{", kind.name()),
                     _ => fmt_action(a),
                 };
                 format!("{}{s}", indent(depth + 1))
             }
-            TraceEvent::Emit(e, depth) => format!("{}-> {}", indent(depth + 1), self.fmt_target(&e.target)),
+            TraceEvent::Emit(e, depth) => format!("{}-> {}", indent(depth + 1), self.fmt_emit(e)),
             TraceEvent::Drop(r, depth) => format!("{}-> drop ({r})", indent(depth + 1)),
         };
         self.lines.push(line);
@@ -510,7 +523,7 @@ pub fn trace(
     let mut out = Outcome::default();
     let mut tc = TraceCollector::new(port_names);
     exec::run_from_port(snap, index, &flow, &mut out, &mut tc);
-    let outputs = out.emits().iter().map(|e| tc.fmt_target(&e.target)).collect();
+    let outputs = out.emits().iter().map(|e| tc.fmt_emit(e)).collect();
     Ok(TraceReply {
         generation: snap.generation,
         port: port.to_owned(),

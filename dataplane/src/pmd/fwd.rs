@@ -17,6 +17,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::action::generate::{generate, GenPacket};
 use crate::action::geneve::{geneve_decap, geneve_encap, verify_outer_checksums, GeneveTunnel, GeneveTunnelConfig};
 use crate::action::vlan::{vlan_pop, vlan_push};
 use crate::buf::PacketBuf;
@@ -417,34 +418,81 @@ impl Engine {
         }
         self.flow_cache = Some(cache);
         // Too many copies to cache (a flood): apply the outcome directly.
+        // Generated packets first (they read the received one), then the
+        // copies, the last of which takes the received mbuf itself.
         let n = self.outcome.emits().len();
+        let last_fwd = (0..n).rev().find(|&i| self.outcome.emits()[i].gen.is_none());
         for i in 0..n {
             let e = self.outcome.emits()[i];
-            let rewrite = e.key.flow != orig;
-            if i + 1 < n {
+            if let Some(g) = e.gen {
+                self.apply_generated(in_port, &m, layout, g, e.target, &e.key.flow, now);
+            } else if Some(i) != last_fwd {
                 match m.copy(&self.pool) {
-                    Some(c) => self.apply_one(in_port, c, layout, &orig, e.target, &e.key.flow, rewrite, now),
+                    Some(c) => {
+                        self.apply_one(in_port, c, layout, &orig, e.target, &e.key.flow, e.key.flow != orig, now)
+                    }
                     None => self.count_drop(in_port, DropReason::NoMbuf),
                 }
-            } else {
-                return self.apply_one(in_port, m, layout, &orig, e.target, &e.key.flow, rewrite, now);
             }
+        }
+        match last_fwd {
+            Some(i) => {
+                let e = self.outcome.emits()[i];
+                self.apply_one(in_port, m, layout, &orig, e.target, &e.key.flow, e.key.flow != orig, now);
+            }
+            None => self.drop_pkt(in_port, m, DropReason::Generated),
         }
     }
 
     #[inline]
     fn apply_verdict(&mut self, in_port: usize, m: Mbuf, layout: &Layout, orig: &FlowKey, v: &Verdict, now: u64) {
         let emits = v.emits();
-        let Some(((last_t, last_f), rest)) = emits.split_last() else {
+        if emits.is_empty() {
             return self.drop_pkt(in_port, m, v.drop_reason());
-        };
-        for (i, (target, flow)) in rest.iter().enumerate() {
-            match m.copy(&self.pool) {
-                Some(c) => self.apply_one(in_port, c, layout, orig, *target, flow, v.rewrites(i), now),
-                None => self.count_drop(in_port, DropReason::NoMbuf),
+        }
+        // As in `logical`: generated packets, copies, then the received mbuf.
+        let last_fwd = (0..emits.len()).rev().find(|&i| v.gen(i).is_none());
+        for (i, (target, flow)) in emits.iter().enumerate() {
+            if let Some(g) = v.gen(i) {
+                self.apply_generated(in_port, &m, layout, g, *target, flow, now);
+            } else if Some(i) != last_fwd {
+                match m.copy(&self.pool) {
+                    Some(c) => self.apply_one(in_port, c, layout, orig, *target, flow, v.rewrites(i), now),
+                    None => self.count_drop(in_port, DropReason::NoMbuf),
+                }
             }
         }
-        self.apply_one(in_port, m, layout, orig, *last_t, last_f, v.rewrites(rest.len()), now);
+        match last_fwd {
+            Some(i) => {
+                let (target, flow) = &emits[i];
+                self.apply_one(in_port, m, layout, orig, *target, flow, v.rewrites(i), now);
+            }
+            // Answered, not forwarded (pinctrl consumes the packet-in).
+            None => self.drop_pkt(in_port, m, DropReason::Generated),
+        }
+    }
+
+    /// Builds a generated packet (from its final key and the received
+    /// packet `orig`) into a pool mbuf and sends it to `target`.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn apply_generated(
+        &mut self,
+        in_port: usize,
+        orig: &Mbuf,
+        layout: &Layout,
+        g: GenPacket,
+        target: Target,
+        flow: &FlowKey,
+        now: u64,
+    ) {
+        let Some(mut c) = self.pool.alloc() else {
+            return self.count_drop(in_port, DropReason::NoMbuf);
+        };
+        if let Err(why) = generate(&mut c, g, flow, orig.data(), layout) {
+            return self.drop_pkt(in_port, c, why);
+        }
+        self.apply_one(in_port, c, layout, flow, target, flow, false, now);
     }
 
     /// Rewrites one copy as its final key says and sends it to its target.

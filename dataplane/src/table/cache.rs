@@ -5,10 +5,12 @@
 //! A verdict is the list of copies ([`Emit`]s) the executor produced, kept
 //! as (target, final flow key) pairs; metadata is not needed to apply it.
 //! Verdicts with more than [`MAX_CACHED_EMITS`] copies (floods) are not
-//! cached and run the pipeline each time. Entries are tagged with the
+//! cached and run the pipeline each time. A copy that is a generated packet
+//! keeps its [`GenPacket`]: the bytes are built from the final key and the
+//! received packet each time, so the verdict stays valid for the flow. Entries are tagged with the
 //! snapshot generation; a new snapshot invalidates them all at once.
 
-use super::exec::{Emit, Outcome, Target};
+use super::exec::{Emit, GenPacket, Outcome, Target};
 use crate::drop::DropReason;
 use crate::flow::emc::Emc;
 use crate::flow::FlowKey;
@@ -26,6 +28,8 @@ pub struct Verdict {
     /// Why it drops, when `n == 0`.
     drop: Option<DropReason>,
     emits: [(Target, FlowKey); MAX_CACHED_EMITS],
+    /// Copy i is this generated packet, not the received one.
+    gens: [Option<GenPacket>; MAX_CACHED_EMITS],
 }
 
 impl Default for Verdict {
@@ -35,6 +39,7 @@ impl Default for Verdict {
             rewrite: 0,
             drop: None,
             emits: [(Target::Local { port: 0, vlan: None }, FlowKey::default()); MAX_CACHED_EMITS],
+            gens: [None; MAX_CACHED_EMITS],
         }
     }
 }
@@ -48,8 +53,9 @@ impl Verdict {
             return None;
         }
         let mut v = Verdict { n: u8::try_from(e.len()).unwrap_or(0), drop: o.drop, ..Verdict::default() };
-        for (i, (slot, Emit { key, target })) in v.emits.iter_mut().zip(e).enumerate() {
+        for (i, (slot, Emit { key, target, gen })) in v.emits.iter_mut().zip(e).enumerate() {
             *slot = (*target, key.flow);
+            v.gens[i] = *gen;
             if key.flow != *orig {
                 v.rewrite |= 1 << i;
             }
@@ -60,6 +66,12 @@ impl Verdict {
     /// The copies: (target, final flow key).
     pub fn emits(&self) -> &[(Target, FlowKey)] {
         &self.emits[..usize::from(self.n)]
+    }
+
+    /// What copy `i` is, if a generated packet.
+    #[inline]
+    pub fn gen(&self, i: usize) -> Option<GenPacket> {
+        self.gens.get(i).copied().flatten()
     }
 
     /// Whether copy `i` needs its headers rewritten.

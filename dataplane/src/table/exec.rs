@@ -21,15 +21,26 @@
 //!   option, `flags.rx_from_tunnel`; the ingress pipeline already ran on the
 //!   sender, so it goes straight to `outport` and only to local ports.
 //!
+//! - A packet-generating action ([`Action::Generate`]) makes the key of the
+//!   generated packet from the current one ([`generated_key`]: the fields
+//!   pinctrl copies or swaps), runs its nested actions on it as on a clone,
+//!   and every copy it emits carries the [`GenPacket`] to build. A `reject`
+//!   of a TCP RST or an ICMP(v6) destination-unreachable is dropped
+//!   (`reject_ignored`), as pinctrl ignores it. [`Action::Jump`] (only
+//!   there) resubmits into a stage of either pipeline.
+//!
 //! Every walk ends: `next` only goes forward (checked by
 //! [`Snapshot::validate`]), nesting is bounded by [`MAX_DEPTH`] and total
 //! work by [`MAX_STEPS`]. Nothing here allocates; tracing compiles away
 //! with [`NoTrace`].
 
-use super::{Action, Binding, Datapath, Key, Rule, SlowPathReason, Snapshot, MC_GROUP_MIN, MLF_ALLOW_LOOPBACK};
+use super::{
+    Action, Binding, Datapath, GenKind, Key, Rule, SlowPathReason, Snapshot, MC_GROUP_MIN, MLF_ALLOW_LOOPBACK,
+};
 use super::{REG_FLAGS, REG_INPORT, REG_OUTPORT};
+pub use crate::action::generate::GenPacket;
 use crate::drop::DropReason;
-use crate::flow::FlowKey;
+use crate::flow::{FlowKey, FLOW_NW_FRAG_LATER};
 
 /// Most copies one packet may produce.
 pub const MAX_EMITS: usize = 16;
@@ -83,6 +94,9 @@ pub struct Emit {
     pub key: Key,
     /// Destination.
     pub target: Target,
+    /// A generated packet to build from `key` (and the original packet),
+    /// instead of a copy of the original.
+    pub gen: Option<GenPacket>,
 }
 
 /// What a walk produced. Reused across packets (no allocation).
@@ -98,7 +112,7 @@ pub struct Outcome {
 
 impl Default for Outcome {
     fn default() -> Self {
-        let e = Emit { key: Key::default(), target: Target::Local { port: 0, vlan: None } };
+        let e = Emit { key: Key::default(), target: Target::Local { port: 0, vlan: None }, gen: None };
         Outcome { emits: [e; MAX_EMITS], n: 0, drop: None, steps: 0 }
     }
 }
@@ -166,12 +180,14 @@ impl Tracer for NoTrace {
 struct Walk<'o, T: Tracer> {
     out: &'o mut Outcome,
     tr: &'o mut T,
+    /// Inside a generated packet's actions: what its copies are.
+    gen: Option<GenPacket>,
 }
 
 /// Runs a packet received on local port `port` (its extracted `flow`).
 pub fn run_from_port<T: Tracer>(snap: &Snapshot, port: u16, flow: &FlowKey, out: &mut Outcome, tr: &mut T) {
     out.reset();
-    let mut w = Walk { out, tr };
+    let mut w = Walk { out, tr, gen: None };
     let mut key = Key { flow: *flow, ..Key::default() };
     // A tagged packet of a child port or a tagged localnet network: the
     // tag says which logical port it is, and is removed (physical.c).
@@ -209,7 +225,7 @@ pub fn run_from_tunnel<T: Tracer>(
     tr: &mut T,
 ) {
     out.reset();
-    let mut w = Walk { out, tr };
+    let mut w = Walk { out, tr, gen: None };
     let Some(dp) = snap.datapaths.get(&vni) else {
         return w.drop(DropReason::UnknownDatapath, 0);
     };
@@ -235,7 +251,7 @@ impl<T: Tracer> Walk<'_, T> {
         if self.out.n == MAX_EMITS {
             return self.drop(DropReason::TooManyOutputs, depth);
         }
-        let e = Emit { key: *key, target };
+        let e = Emit { key: *key, target, gen: self.gen };
         self.out.emits[self.out.n] = e;
         self.out.n += 1;
         if T::ON {
@@ -320,6 +336,22 @@ impl<T: Tracer> Walk<'_, T> {
                 Action::Meter(_) | Action::Mirror(_) => return self.drop(DropReason::Unsupported, depth),
                 Action::Drop(why) => return self.drop(*why, depth),
                 Action::SlowPath(why) => self.emit(key, Target::SlowPath(*why), depth),
+                Action::Generate { kind, actions } => {
+                    if depth + 1 >= MAX_DEPTH {
+                        return self.drop(DropReason::PipelineTooDeep, depth);
+                    }
+                    match generated_key(*kind, &key.flow) {
+                        Ok((what, flow)) => {
+                            let mut g = Key { flow, meta: key.meta };
+                            let outer = self.gen.replace(what);
+                            self.actions(dp, egress, actions, &mut g, depth + 1);
+                            self.gen = outer;
+                        }
+                        // Not an error of this branch: the original goes on.
+                        Err(why) => self.drop(why, depth),
+                    }
+                }
+                Action::Jump { egress: e, stage } => self.stage(dp, *e, usize::from(*stage), key, depth + 1),
             }
         }
     }
@@ -411,5 +443,158 @@ impl<T: Tracer> Walk<'_, T> {
             Some(Binding::Refused) => self.drop(DropReason::Unsupported, depth),
             Some(Binding::Remote { .. }) | None => self.drop(DropReason::NoBinding, depth),
         }
+    }
+}
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+/// `TCP_RST`, `TCP_ACK`.
+const TCP_RST: u16 = 0x004;
+const TCP_ACK: u16 = 0x010;
+
+/// The flow key of the packet that `kind` generates from a packet whose key
+/// is `o` (before its nested actions run), and what to build; or why
+/// pinctrl would not generate one.
+///
+/// Fields are those pinctrl writes: `pinctrl_handle_nd_na` →
+/// `compose_nd_na(eth.src = o.eth.dst, eth.dst = o.eth.src, ip6.src =
+/// o.nd.target, ip6.dst = o.ip6.src, hop limit 255, nd.tll = o.eth.dst)`;
+/// `pinctrl_handle_icmp` → addresses kept (swapped for `reject`), TTL 255,
+/// type 3 / 1 (unreachable), code 1, or 3 (ICMPv4) / 4 (ICMPv6) for UDP when
+/// the code is set (`icmp4`, `icmp6`, `reject`); `pinctrl_handle_tcp_reset`
+/// → addresses kept (swapped for `reject`), ports always swapped, TTL 63,
+/// RST+ACK; `pinctrl_handle_arp` → request from `eth.src`/`ip4.src` for
+/// `ip4.dst`, Ethernet addresses kept. TOS / traffic class and flow label
+/// are 0; the VLAN tag stays only where pinctrl pushes it (ARP, ICMP).
+///
+/// # Errors
+/// `reject_ignored` for a `reject` of a TCP RST, of an ICMPv4 type 3 or
+/// ICMPv6 type 1, or of a later fragment of either (pinctrl finds no L4
+/// header); `generate_not_applicable` where pinctrl ignores the action
+/// (wrong protocol); `unsupported` for `reject` of SCTP (`sctp_abort`).
+pub fn generated_key(kind: GenKind, o: &FlowKey) -> Result<(GenPacket, FlowKey), DropReason> {
+    let v4 = o.dl_type == ETH_P_IPV4;
+    let v6 = o.dl_type == ETH_P_IPV6;
+    let later = o.nw_frag & FLOW_NW_FRAG_LATER != 0;
+    let mut g = FlowKey {
+        tun_src: o.tun_src,
+        tun_dst: o.tun_dst,
+        tun_vni: o.tun_vni,
+        tun_ingress_key: o.tun_ingress_key,
+        tun_egress_key: o.tun_egress_key,
+        in_port: o.in_port,
+        dl_src: o.dl_src,
+        dl_dst: o.dl_dst,
+        dl_type: o.dl_type,
+        nw_src: o.nw_src,
+        nw_dst: o.nw_dst,
+        ..FlowKey::default()
+    };
+    let keep_vlan = |g: &mut FlowKey| {
+        g.vlan_tpid = o.vlan_tpid;
+        g.vlan_tci = [o.vlan_tci[0], 0];
+    };
+    let is_nd = v6 && o.nw_proto == IPPROTO_ICMPV6 && matches!(o.tp_src, 135 | 136) && o.tp_dst == 0 && !later;
+    match kind {
+        GenKind::NdNa | GenKind::NdNaRouter => {
+            if !is_nd {
+                return Err(DropReason::GenerateNotApplicable);
+            }
+            g.dl_src = o.dl_dst;
+            g.dl_dst = o.dl_src;
+            g.nw_src = o.nd_target;
+            g.nw_dst = o.nw_src;
+            g.nw_proto = IPPROTO_ICMPV6;
+            g.nw_ttl = 255;
+            g.tp_src = 136;
+            g.nd_target = o.nd_target;
+            g.arp_tha = o.dl_dst;
+            let what = if kind == GenKind::NdNa { GenPacket::NdNa } else { GenPacket::NdNaRouter };
+            Ok((what, g))
+        }
+        GenKind::Arp => {
+            if !v4 {
+                return Err(DropReason::GenerateNotApplicable);
+            }
+            keep_vlan(&mut g);
+            g.dl_type = 0x0806;
+            g.arp_op = 1;
+            g.arp_sha = o.dl_src;
+            Ok((GenPacket::Arp, g))
+        }
+        GenKind::Reject => {
+            let ignore = match o.nw_proto {
+                IPPROTO_TCP => later || o.tcp_flags & TCP_RST != 0,
+                IPPROTO_ICMP if v4 => later || o.tp_src == 3,
+                IPPROTO_ICMPV6 if v6 => later || o.tp_src == 1,
+                _ => false,
+            };
+            if ignore {
+                return Err(DropReason::RejectIgnored);
+            }
+            match o.nw_proto {
+                IPPROTO_TCP => tcp_reset(o, g, true),
+                // sctp_abort is not built yet: refused, never approximated.
+                IPPROTO_SCTP => Err(DropReason::Unsupported),
+                _ => icmp(o, g, true, true, keep_vlan),
+            }
+        }
+        GenKind::TcpReset => tcp_reset(o, g, false),
+        GenKind::Icmp => icmp(o, g, true, false, keep_vlan),
+        GenKind::IcmpError => icmp(o, g, false, false, keep_vlan),
+    }
+}
+
+fn tcp_reset(o: &FlowKey, mut g: FlowKey, loopback: bool) -> Result<(GenPacket, FlowKey), DropReason> {
+    // pinctrl checks only the protocol; a later fragment has no header to answer.
+    if o.nw_proto != IPPROTO_TCP || o.nw_frag & FLOW_NW_FRAG_LATER != 0 {
+        return Err(DropReason::GenerateNotApplicable);
+    }
+    if loopback {
+        core::mem::swap(&mut g.dl_src, &mut g.dl_dst);
+        core::mem::swap(&mut g.nw_src, &mut g.nw_dst);
+    }
+    g.nw_proto = IPPROTO_TCP;
+    g.nw_ttl = 63;
+    g.tp_src = o.tp_dst;
+    g.tp_dst = o.tp_src;
+    g.tcp_flags = TCP_RST | TCP_ACK;
+    Ok((GenPacket::TcpRst, g))
+}
+
+fn icmp(
+    o: &FlowKey,
+    mut g: FlowKey,
+    set_code: bool,
+    loopback: bool,
+    keep_vlan: impl Fn(&mut FlowKey),
+) -> Result<(GenPacket, FlowKey), DropReason> {
+    let v6 = match o.dl_type {
+        ETH_P_IPV4 => false,
+        ETH_P_IPV6 => true,
+        _ => return Err(DropReason::GenerateNotApplicable),
+    };
+    if loopback {
+        core::mem::swap(&mut g.dl_src, &mut g.dl_dst);
+        core::mem::swap(&mut g.nw_src, &mut g.nw_dst);
+    }
+    keep_vlan(&mut g);
+    let udp = set_code && o.nw_proto == IPPROTO_UDP;
+    g.nw_ttl = 255;
+    if v6 {
+        g.nw_proto = IPPROTO_ICMPV6;
+        g.tp_src = 1;
+        g.tp_dst = if udp { 4 } else { 1 };
+        Ok((GenPacket::Icmp6, g))
+    } else {
+        g.nw_proto = IPPROTO_ICMP;
+        g.tp_src = 3;
+        g.tp_dst = if udp { 3 } else { 1 };
+        Ok((GenPacket::Icmp4, g))
     }
 }

@@ -111,6 +111,87 @@ pub enum Action {
     Drop(DropReason),
     /// Punt to the slow path, which builds a reply or learns.
     SlowPath(SlowPathReason),
+    /// Generate a new packet from this one, as ovn-controller's pinctrl
+    /// does for OVN's `nd_na { … }`, `reject { … }`, `icmp4 { … }`, … : the
+    /// generated packet's key is made from the current key (see
+    /// [`exec`]), `actions` run on it as on a clone, and its copies are
+    /// built into fresh packets by `action::generate`. The walk then
+    /// continues here with the original key, unchanged.
+    Generate {
+        /// Which packet to make.
+        kind: GenKind,
+        /// What to do with it (OVN's nested actions).
+        actions: Arc<[Action]>,
+    },
+    /// Continue at stage `stage` of the ingress (`egress == false`) or
+    /// egress pipeline, with no loopback check and no register clearing
+    /// (OVN `next(pipeline=…, table=…)`, which only generated packets use:
+    /// ovn-controller resubmits straight into that table). May go in any
+    /// direction; the walk's depth and step bounds end it.
+    Jump {
+        /// Into the egress pipeline?
+        egress: bool,
+        /// Stage index in that pipeline.
+        stage: u16,
+    },
+}
+
+/// The packet-generating OVN actions (pinctrl's opcodes). What each makes:
+///
+/// | kind | pinctrl | generated packet |
+/// | --- | --- | --- |
+/// | `Arp` | `pinctrl_handle_arp` | ARP request for `ip4.dst` from `eth.src`/`ip4.src` |
+/// | `NdNa`, `NdNaRouter` | `pinctrl_handle_nd_na` | NA for `nd.target` to `ip6.src`, flags S+O (+R) |
+/// | `Icmp` | `pinctrl_handle_icmp(set_icmp_code)` | ICMP(v6) destination unreachable, code 1 (3/4 for UDP) |
+/// | `IcmpError` | `pinctrl_handle_icmp` | the same, always code 1 |
+/// | `TcpReset` | `pinctrl_handle_tcp_reset` | TCP RST+ACK, ports swapped |
+/// | `Reject` | `pinctrl_handle_reject` | RST for TCP, else ICMP with code; eth and IP addresses swapped; TCP RST and ICMP errors are not answered |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GenKind {
+    /// `arp { … }`.
+    Arp,
+    /// `nd_na { … }`.
+    NdNa,
+    /// `nd_na_router { … }`.
+    NdNaRouter,
+    /// `icmp4 { … }` / `icmp6 { … }`.
+    Icmp,
+    /// `icmp4_error { … }` / `icmp6_error { … }`.
+    IcmpError,
+    /// `tcp_reset { … }`.
+    TcpReset,
+    /// `reject { … }`.
+    Reject,
+}
+
+impl GenKind {
+    /// The OVN action name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GenKind::Arp => "arp",
+            GenKind::NdNa => "nd_na",
+            GenKind::NdNaRouter => "nd_na_router",
+            GenKind::Icmp => "icmp",
+            GenKind::IcmpError => "icmp_error",
+            GenKind::TcpReset => "tcp_reset",
+            GenKind::Reject => "reject",
+        }
+    }
+
+    /// Parses [`GenKind::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            GenKind::Arp,
+            GenKind::NdNa,
+            GenKind::NdNaRouter,
+            GenKind::Icmp,
+            GenKind::IcmpError,
+            GenKind::TcpReset,
+            GenKind::Reject,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+    }
 }
 
 /// A rule of a stage: `key & mask == value` at `priority` runs `actions`.
@@ -432,6 +513,8 @@ pub enum SnapshotError {
     WidthMismatch(u32, u64, String, String),
     /// datapath {0}: rule {1:#x}: bit move out of the range of {2}
     BadBits(u32, u64, String),
+    /// datapath {0}: stage {1} rule {2:#x}: jump to {3} stage {4}, which does not exist or is outside a generated packet
+    BadJump(u32, String, u64, &'static str, u16),
 }
 
 impl Snapshot {
@@ -471,7 +554,8 @@ impl Snapshot {
             for p in [&dp.ingress, &dp.egress] {
                 for (si, st) in p.stages.iter().enumerate() {
                     for r in st.rules().iter().chain(st.conj_rules().iter().map(|c| &c.rule)) {
-                        check_actions(dp.key, st, si, p.stages.len(), r, &r.actions)?;
+                        let cx = Check { dp, st, si, n: p.stages.len(), r, generated: false };
+                        check_actions(&cx, &r.actions)?;
                     }
                 }
             }
@@ -480,12 +564,31 @@ impl Snapshot {
     }
 }
 
-fn check_actions(dp: u32, st: &Stage, si: usize, n: usize, r: &Rule, acts: &[Action]) -> Result<(), SnapshotError> {
+/// Where the actions being checked are.
+struct Check<'a> {
+    dp: &'a Datapath,
+    st: &'a Stage,
+    si: usize,
+    n: usize,
+    r: &'a Rule,
+    /// Inside a [`Action::Generate`].
+    generated: bool,
+}
+
+fn check_actions(cx: &Check<'_>, acts: &[Action]) -> Result<(), SnapshotError> {
+    let (dp, st, si, n, r) = (cx.dp.key, cx.st, cx.si, cx.n, cx.r);
     for a in acts {
         match a {
             Action::Next(t) if usize::from(*t) <= si || usize::from(*t) >= n => {
                 return Err(SnapshotError::BadNext(dp, st.name.clone(), r.cookie, *t));
             }
+            Action::Jump { egress, stage } => {
+                let (p, name) = if *egress { (&cx.dp.egress, "egress") } else { (&cx.dp.ingress, "ingress") };
+                if !cx.generated || usize::from(*stage) >= p.stages.len() {
+                    return Err(SnapshotError::BadJump(dp, st.name.clone(), r.cookie, name, *stage));
+                }
+            }
+            Action::Generate { actions, .. } => check_actions(&Check { generated: true, ..*cx }, actions)?,
             Action::Move { src, dst } | Action::Exchange(src, dst) if src.bits() != dst.bits() => {
                 return Err(SnapshotError::WidthMismatch(dp, r.cookie, format!("{src:?}"), format!("{dst:?}")));
             }
@@ -497,7 +600,7 @@ fn check_actions(dp: u32, st: &Stage, si: usize, n: usize, r: &Rule, acts: &[Act
                     }
                 }
             }
-            Action::Clone(inner) => check_actions(dp, st, si, n, r, inner)?,
+            Action::Clone(inner) => check_actions(cx, inner)?,
             _ => {}
         }
     }

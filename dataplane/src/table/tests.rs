@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use super::exec::{run_from_port, run_from_tunnel, Emit, NoTrace, Outcome, Target, TraceEvent, Tracer};
+use super::exec::{self, run_from_port, run_from_tunnel, Emit, NoTrace, Outcome, Target, TraceEvent, Tracer};
 use super::*;
 use crate::drop::DropReason;
 use crate::flow::FlowKey;
@@ -325,4 +325,109 @@ mod stage_vs_linear_scan {
             }
         }
     }
+}
+
+/// `switch()` with an ingress stage between port security and L2 lookup
+/// that answers NS for 10.0.0.x's IPv6 twin and rejects UDP, as
+/// ls_in_arp_rsp and ls_in_acl do.
+fn switch_with_generators() -> Snapshot {
+    let mut s = switch();
+    let dp = Arc::get_mut(s.datapaths.get_mut(&1).unwrap()).unwrap();
+    let nd_na = Action::Generate {
+        kind: GenKind::NdNa,
+        actions: vec![
+            Action::Set { field: Field::EthSrc, value: MAC2, mask: ALL },
+            Action::Move { src: Field::Reg(REG_INPORT as u8), dst: Field::Reg(REG_OUTPORT as u8) },
+            Action::Set { field: Field::Reg(REG_FLAGS as u8), value: 1, mask: 1 },
+            Action::Output,
+        ]
+        .into(),
+    };
+    let reject = Action::Generate {
+        kind: GenKind::Reject,
+        actions: vec![
+            Action::Exchange(Field::Reg(REG_OUTPORT as u8), Field::Reg(REG_INPORT as u8)),
+            Action::Jump { egress: true, stage: 0 },
+        ]
+        .into(),
+    };
+    let gen_stage = Stage::new(
+        "ls_in_gen",
+        vec![
+            Rule::new(
+                100,
+                &[(Field::EthType, 0x86dd, 0xffff), (Field::IpProto, 58, 0xff), (Field::TpSrc, 135, 0xffff)],
+                vec![nd_na],
+                0xd1,
+            ),
+            Rule::new(90, &[(Field::EthType, 0x0800, 0xffff), (Field::IpProto, 17, 0xff)], vec![reject.clone()], 0xd2),
+            Rule::new(90, &[(Field::EthType, 0x0800, 0xffff), (Field::IpProto, 6, 0xff)], vec![reject], 0xd3),
+            Rule::new(0, &[], vec![Action::Next(2)], 0xd0),
+        ],
+    );
+    // Port security's `next(1)` now lands here; L2 lookup is stage 2.
+    dp.ingress.stages.insert(1, Arc::new(gen_stage));
+    s.validate().unwrap();
+    s
+}
+
+#[test]
+fn nd_na_generates_a_reply_back_to_the_inport() {
+    let s = switch_with_generators();
+    let mut f = flow(MAC1, 0x3333_ff00_0001);
+    f.dl_type = 0x86dd;
+    f.nw_proto = 58;
+    f.tp_src = 135;
+    f.nw_src = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    f.nd_target = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let mut o = Outcome::default();
+    run_from_port(&s, 0, &f, &mut o, &mut NoTrace);
+    assert_eq!(o.emits().len(), 1, "{o:?}");
+    let e = o.emits()[0];
+    assert_eq!(e.target, Target::Local { port: 0, vlan: None });
+    assert_eq!(e.gen, Some(exec::GenPacket::NdNa));
+    assert_eq!(Field::EthSrc.get(&e.key), MAC2, "the nested action's eth.src");
+    assert_eq!(Field::EthDst.get(&e.key), MAC1, "eth.dst is the solicitor");
+    assert_eq!((e.key.flow.nw_src, e.key.flow.nw_dst), (f.nd_target, f.nw_src));
+    assert_eq!((e.key.flow.tp_src, e.key.flow.nw_ttl, e.key.flow.arp_tha), (136, 255, f.dl_dst));
+}
+
+#[test]
+fn reject_jumps_into_egress_and_ignores_rst() {
+    let s = switch_with_generators();
+    let mut f = flow(MAC1, MAC2);
+    f.nw_proto = 17;
+    f.nw_src = Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets();
+    f.nw_dst = Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets();
+    let mut o = Outcome::default();
+    run_from_port(&s, 0, &f, &mut o, &mut NoTrace);
+    // Only the ICMP error: the UDP packet itself goes nowhere.
+    assert_eq!(o.emits().len(), 1, "{o:?}");
+    let e = o.emits()[0];
+    assert_eq!((e.target, e.gen), (Target::Local { port: 0, vlan: None }, Some(exec::GenPacket::Icmp4)));
+    assert_eq!((Field::EthSrc.get(&e.key), Field::EthDst.get(&e.key)), (MAC2, MAC1));
+    assert_eq!((e.key.flow.nw_src, e.key.flow.nw_dst), (f.nw_dst, f.nw_src));
+    assert_eq!((e.key.flow.tp_src, e.key.flow.tp_dst), (3, 3));
+    // A TCP RST is not answered; a SYN is, with RST+ACK.
+    f.nw_proto = 6;
+    f.tcp_flags = 0x004;
+    run_from_port(&s, 0, &f, &mut o, &mut NoTrace);
+    assert_eq!((o.emits().len(), o.drop), (0, Some(DropReason::RejectIgnored)));
+    f.tcp_flags = 0x002;
+    run_from_port(&s, 0, &f, &mut o, &mut NoTrace);
+    assert_eq!(o.emits()[0].gen, Some(exec::GenPacket::TcpRst));
+    assert_eq!(o.emits()[0].key.flow.tcp_flags, 0x014);
+}
+
+#[test]
+fn validate_refuses_jumps_outside_generated_packets() {
+    let mut s = switch();
+    let dp = Arc::get_mut(s.datapaths.get_mut(&1).unwrap()).unwrap();
+    dp.egress.stages[0] =
+        Arc::new(Stage::new("x", vec![Rule::new(0, &[], vec![Action::Jump { egress: false, stage: 1 }], 1)]));
+    assert!(matches!(s.validate(), Err(SnapshotError::BadJump(..))));
+    let dp = Arc::get_mut(s.datapaths.get_mut(&1).unwrap()).unwrap();
+    let g = Action::Generate { kind: GenKind::Reject, actions: vec![Action::Jump { egress: true, stage: 1 }].into() };
+    dp.egress.stages[0] = Arc::new(Stage::new("x", vec![Rule::new(0, &[], vec![g], 1)]));
+    assert!(matches!(s.validate(), Err(SnapshotError::BadJump(..))), "egress has one stage");
 }
