@@ -67,6 +67,7 @@ use crate::ovsdb::transact::{empty_set, map, named_uuid, uuid_ref};
 use crate::ovsdb::{Condition, Error, Operation, Remote, Replica, RowValues, Session, SessionConfig, SessionEvent};
 use crate::sb::monitor::Scope;
 use crate::sb::{self, Chassis, ChassisPrivate, Encap, PortBinding, SbGlobal, SbTable};
+use petrel_dataplane::ctl::proto::LearnedMsg;
 
 /// Delay before taking a port over from another chassis, doubled per
 /// consecutive takeover up to `CLAIM_BACKOFF_MAX`.
@@ -397,6 +398,10 @@ pub struct Agent {
     conditions: Option<BTreeMap<String, Value>>,
     /// Compiles and publishes tables (with `--dataplane`).
     installer: Option<Installer>,
+    /// MACs petreld learnt (`put_fdb`), from the dataplane watcher.
+    learn_rx: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<LearnedMsg>>>,
+    /// Learnt (datapath, port, MAC) not yet in the Southbound `FDB` table.
+    pending_fdb: BTreeSet<(u32, u32, String)>,
 }
 
 /// Changes the local iface-ids of a running [`Agent`]: the
@@ -433,6 +438,8 @@ impl Agent {
             ifaces_rx: rx,
             conditions: None,
             installer: None,
+            learn_rx: None,
+            pending_fdb: BTreeSet::new(),
         }
     }
 
@@ -440,6 +447,12 @@ impl Agent {
     /// is then acknowledged only once petreld runs them.
     pub fn set_installer(&mut self, i: Installer) {
         self.installer = Some(i);
+    }
+
+    /// Where petreld's learnt MACs arrive ([`crate::dataplane::Watcher::with_learning`]);
+    /// the agent writes them to the Southbound `FDB` table as pinctrl does.
+    pub fn set_learning(&mut self, rx: tokio::sync::mpsc::UnboundedReceiver<Vec<LearnedMsg>>) {
+        self.learn_rx = Some(rx);
     }
 
     /// The installer, if any.
@@ -531,6 +544,10 @@ impl Agent {
                 },
                 () = sleep_until_opt(timer) => {}
                 true = installer_changed(&mut self.installer) => dirty = true,
+                Some(v) = learned(&mut self.learn_rx) => {
+                    self.pending_fdb.extend(v.into_iter().map(|l| (l.datapath, l.port, l.mac)));
+                    dirty = true;
+                }
                 Ok(()) = self.ifaces_rx.changed() => {
                     self.cfg.iface_ids = self.ifaces_rx.borrow_and_update().clone();
                     dirty = true;
@@ -599,6 +616,14 @@ impl Agent {
             n_ops = plan.ops.len(), claims = ?plan.claims, releases = ?plan.releases,
             "planned in {:?}", t_plan.elapsed()
         );
+        {
+            let replica = self.session.replica();
+            let learnt = fdb_ops(&replica, &mut self.pending_fdb);
+            if !learnt.is_empty() {
+                tracing::info!(n = learnt.len(), "writing learnt MACs to the FDB table");
+            }
+            plan.ops.extend(learnt);
+        }
         if plan.ops.is_empty() {
             return Step::Idle(plan.wake);
         }
@@ -664,6 +689,40 @@ enum Step {
     Idle(Option<Instant>),
     Sent(u64),
     Failed,
+}
+
+async fn learned(rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Vec<LearnedMsg>>>) -> Option<Vec<LearnedMsg>> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Southbound `FDB` writes for learnt MACs (pinctrl `run_put_fdb`: insert,
+/// or move the row to the new port); drops from `pending` what is in place.
+fn fdb_ops(replica: &Replica, pending: &mut BTreeSet<(u32, u32, String)>) -> Vec<Operation> {
+    let mut ops = Vec::new();
+    if pending.is_empty() {
+        return ops;
+    }
+    let rows = crate::sb::Fdb::all(replica);
+    pending.retain(|(dp, port, mac)| match rows.iter().find(|r| r.mac == *mac && r.dp_key == i64::from(*dp)) {
+        Some(r) if r.port_key == i64::from(*port) => false,
+        Some(r) => {
+            let row = RowValues::new().set("port_key", i64::from(*port));
+            ops.push(Operation::update("FDB", &[Condition::uuid(r.uuid)], row));
+            true
+        }
+        None => {
+            let row = RowValues::new()
+                .set("mac", mac.as_str())
+                .set("dp_key", i64::from(*dp))
+                .set("port_key", i64::from(*port));
+            ops.push(Operation::insert("FDB", row, None));
+            true
+        }
+    });
+    ops
 }
 
 async fn installer_changed(i: &mut Option<Installer>) -> bool {

@@ -50,6 +50,7 @@ use tokio::sync::watch;
 
 use crate::chassis::IfaceIds;
 use crate::install::DpView;
+use petrel_dataplane::ctl::proto::LearnedMsg;
 
 /// Default interval between two `show` requests.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -136,6 +137,8 @@ pub struct Watcher {
     release_at: Option<Instant>,
     /// Where petreld's ports and table generation go (the installer).
     view_tx: Option<watch::Sender<Option<DpView>>>,
+    /// Where MACs petreld learnt go (the agent).
+    learn_tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<LearnedMsg>>>,
 }
 
 impl Watcher {
@@ -143,6 +146,13 @@ impl Watcher {
     /// `show` (for [`crate::install::Installer`]).
     pub fn with_view(mut self, tx: watch::Sender<Option<DpView>>) -> Self {
         self.view_tx = Some(tx);
+        self
+    }
+
+    /// Also asks petreld for learnt MACs after every `show` and sends them
+    /// to `tx` (the agent writes the `FDB` rows).
+    pub fn with_learning(mut self, tx: tokio::sync::mpsc::UnboundedSender<Vec<LearnedMsg>>) -> Self {
+        self.learn_tx = Some(tx);
         self
     }
 
@@ -173,6 +183,7 @@ impl Watcher {
             last_error: None,
             release_at: None,
             view_tx: None,
+            learn_tx: None,
         }
     }
 
@@ -361,6 +372,16 @@ impl Watcher {
                         ids.set(self.wanted());
                     }
                     self.send_view(&s);
+                    if let Some(tx) = &self.learn_tx {
+                        match c.learned() {
+                            Ok(v) if !v.is_empty() => {
+                                let _ = tx.send(v);
+                            }
+                            Ok(_) => {}
+                            // An older petreld without learning: nothing to do.
+                            Err(e) => tracing::debug!("learned: {e}"),
+                        }
+                    }
                     if !wait(self, Instant::now() + self.cfg.poll_interval) {
                         return;
                     }

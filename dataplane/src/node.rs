@@ -29,6 +29,8 @@ pub struct PetreldNode {
     tables: Tables,
     publish_lock: Mutex<()>,
     refusals: Mutex<RefusalsReply>,
+    /// Per PMD: how far its learning ring has been read.
+    learn_cursors: Mutex<Vec<u64>>,
     start: Instant,
     tsc_hz: u64,
 }
@@ -42,6 +44,7 @@ impl PetreldNode {
             tables,
             publish_lock: Mutex::new(()),
             refusals: Mutex::new(RefusalsReply::default()),
+            learn_cursors: Mutex::new(Vec::new()),
             start: Instant::now(),
             tsc_hz,
         }
@@ -142,6 +145,27 @@ impl Node for PetreldNode {
             *r = RefusalsReply { generation: g, refusals: snap.refusals, notes: snap.notes };
         }
         Ok(g)
+    }
+
+    fn learned(&self) -> Vec<crate::ctl::proto::LearnedMsg> {
+        let mut out = Vec::new();
+        let Ok(mut cursors) = self.learn_cursors.lock() else { return out };
+        cursors.resize(self.stats.len(), 0);
+        let mut raw = Vec::new();
+        for (s, c) in self.stats.iter().zip(cursors.iter_mut()) {
+            *c = s.learn().read_since(*c, &mut raw);
+        }
+        raw.sort_unstable();
+        raw.dedup();
+        for l in raw {
+            let m = l.mac;
+            out.push(crate::ctl::proto::LearnedMsg {
+                datapath: l.datapath,
+                port: l.port,
+                mac: format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]),
+            });
+        }
+        out
     }
 
     fn refusals(&self) -> RefusalsReply {

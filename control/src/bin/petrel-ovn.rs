@@ -272,9 +272,11 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         let (view_tx, view_rx) = watch::channel(None);
         let installer = (!args.no_tables).then(|| Installer::new(d.clone(), view_rx, args.bridge_mappings.clone()));
         w = w.with_view(view_tx);
+        let (learn_tx, learn_rx) = tokio::sync::mpsc::unbounded_channel();
+        w = w.with_learning(learn_tx);
         let client = w.probe();
         acfg.iface_ids = w.wanted();
-        (w, client, installer)
+        (w, client, installer, learn_rx)
     });
     let mut scfg = acfg.session_config(remotes);
     scfg.leader_only = args.leader_only;
@@ -291,10 +293,11 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         agent.set_installer(Installer::compile_only());
     }
     let watch = match watcher {
-        Some((w, client, installer)) => {
+        Some((w, client, installer, learn_rx)) => {
             if let Some(i) = installer {
                 agent.set_installer(i);
             }
+            agent.set_learning(learn_rx);
             Some(w.spawn(agent.iface_ids(), client).context("starting the petreld watcher")?)
         }
         None => None,

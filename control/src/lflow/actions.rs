@@ -348,10 +348,16 @@ fn compile_in(acts: &[Act], cx: &mut Ctx<'_>, generated: bool) -> Result<Vec<Act
                 "log" => cx.notes.push("log() accepted without logging".into()),
                 "put_fdb" => {
                     // Learning is a side effect for later packets; this
-                    // packet forwards the same. The slow path has no
-                    // consumer for it yet: the copy is counted (slow_path).
+                    // packet forwards the same. The fast path records
+                    // (datapath, inport, eth.src); petrel-ovn writes the
+                    // FDB row, as pinctrl does.
+                    let ok = matches!(args.as_deref(), Some([a, b])
+                        if arg_field(a).is_some_and(|f| f.name == "inport")
+                        && arg_field(b).is_some_and(|f| f.name == "eth.src"));
+                    if !ok {
+                        return unsupported(*pos, "put_fdb() other than put_fdb(inport, eth.src)");
+                    }
                     out.push(Action::SlowPath(SlowPathReason::Learn));
-                    cx.notes.push("put_fdb() learning is not written back to the Southbound yet".into());
                 }
                 n if n.starts_with("ct_") => return unsupported(*pos, format!("`{n}` needs conntrack")),
                 "nd_ns"

@@ -148,10 +148,11 @@ fn run() -> Result<()> {
                 _ => {}
             }
         }
-        let engine =
+        let mut engine =
             Engine::new(&plan, &queues, &macs, Arc::clone(&node.pool), node.eal.tsc_hz(), Some(Arc::clone(&tables)))
                 .map_err(anyhow::Error::msg)?;
         let stats = Arc::new(SharedStats::new(plan.ports.len()));
+        engine.set_learn(stats.learn());
         shared.push(Arc::clone(&stats));
         let setup = PmdSetup { index: pmd_idx, core, rx, engine, stats, quit: Arc::clone(&quit) };
         handles.push(

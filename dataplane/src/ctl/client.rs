@@ -219,6 +219,17 @@ impl Client {
         }
     }
 
+    /// MACs learnt by the fast path since the last call (consumed).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn learned(&mut self) -> Result<Vec<super::proto::LearnedMsg>, ClientError> {
+        match self.call(Request::Learned)? {
+            Reply::Learned(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Applies incremental changes; returns the generation now running.
     ///
     /// # Errors

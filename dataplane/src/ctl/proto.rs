@@ -208,6 +208,9 @@ pub enum Request {
     Stats,
     /// What the compiler refused in the tables now running.
     Refusals,
+    /// MAC addresses learnt by `put_fdb` since the last such request
+    /// (each is handed out once: petrel-ovn is the reader).
+    Learned,
 }
 
 /// Every request type name, for telling an unknown request from a bad one.
@@ -222,6 +225,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "apply_changes",
     "stats",
     "refusals",
+    "learned",
 ];
 
 /// The client's side of the handshake.
@@ -278,6 +282,19 @@ pub enum Reply {
     Stats(StatsReply),
     /// To [`Request::Refusals`].
     Refusals(RefusalsReply),
+    /// To [`Request::Learned`].
+    Learned(Vec<LearnedMsg>),
+}
+
+/// A MAC learnt on a logical port (`put_fdb(inport, eth.src)`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LearnedMsg {
+    /// Datapath key.
+    pub datapath: u32,
+    /// Logical port key.
+    pub port: u32,
+    /// `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
 }
 
 /// One logical flow (or port) the compiler could not turn into tables: its

@@ -438,6 +438,7 @@ impl TraceCollector {
             }
             Target::Localnet { uplink, vlan: v } => format!("localnet on {}{}", self.port(*uplink), vlan(v)),
             Target::SlowPath(r) => format!("slow path ({})", slow_path_name(*r)),
+            Target::Learn { datapath, port } => format!("learn eth.src on datapath {datapath} port {port}"),
         }
     }
 }

@@ -79,6 +79,10 @@ pub trait Node: Send + Sync + 'static {
     fn refusals(&self) -> RefusalsReply {
         RefusalsReply::default()
     }
+    /// MACs learnt since the last call.
+    fn learned(&self) -> Vec<super::proto::LearnedMsg> {
+        Vec::new()
+    }
 }
 
 /// Default path of petreld's control socket.
@@ -465,6 +469,7 @@ fn dispatch(ctx: &Ctx, req: Request) -> (Response, bool) {
             Request::ApplyChanges(c) => Reply::Generation(node.apply(c)?),
             Request::Stats => Reply::Stats(node.stats()),
             Request::Refusals => Reply::Refusals(node.refusals()),
+            Request::Learned => Reply::Learned(node.learned()),
         })
     }));
     match r {

@@ -97,6 +97,8 @@ pub struct Engine {
     /// is applied.
     flow_cache: Option<FlowCache>,
     outcome: Outcome,
+    /// Where `put_fdb` learning goes (shared with the control thread).
+    learn: Arc<super::learn::LearnRing>,
 }
 
 /// Flow cache entries per PMD (OVS's EMC size).
@@ -213,7 +215,14 @@ impl Engine {
             snap: None,
             flow_cache: Some(FlowCache::new(FLOW_CACHE_ENTRIES)),
             outcome: Outcome::default(),
+            learn: Arc::default(),
         })
+    }
+
+    /// Sends MAC learning to this ring (the one the control thread reads,
+    /// `SharedStats::learn`).
+    pub fn set_learn(&mut self, ring: Arc<super::learn::LearnRing>) {
+        self.learn = ring;
     }
 
     /// The engine's counters.
@@ -521,6 +530,12 @@ impl Engine {
             // the overlay work brings; until then they are refused loudly.
             Target::Tunnel { .. } => return self.drop_pkt(in_port, m, DropReason::Unsupported),
             Target::SlowPath(_) => return self.drop_pkt(in_port, m, DropReason::SlowPath),
+            Target::Learn { datapath, port } => {
+                // Not a drop: the copy only carries what to learn.
+                self.learn.push(datapath, port, flow.dl_src);
+                drop(m);
+                return;
+            }
         };
         let o = usize::from(port);
         if o >= self.tx.len() {

@@ -10,6 +10,7 @@
 //! fixed arrays made at setup; counters are published with relaxed stores.
 
 pub mod fwd;
+pub mod learn;
 pub mod mactable;
 pub mod stats;
 

@@ -84,9 +84,15 @@ pub struct SharedStats {
     rx_packets: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    learn: std::sync::Arc<super::learn::LearnRing>,
 }
 
 impl SharedStats {
+    /// The PMD's MAC-learning ring.
+    pub fn learn(&self) -> std::sync::Arc<super::learn::LearnRing> {
+        std::sync::Arc::clone(&self.learn)
+    }
+
     /// Zeroed shared counters for `n_ports` ports.
     pub fn new(n_ports: usize) -> Self {
         SharedStats {
@@ -98,6 +104,7 @@ impl SharedStats {
             rx_packets: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            learn: std::sync::Arc::default(),
         }
     }
 

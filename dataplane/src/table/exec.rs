@@ -85,6 +85,15 @@ pub enum Target {
     },
     /// The slow path.
     SlowPath(SlowPathReason),
+    /// MAC learning (`put_fdb(inport, eth.src)`): the packet's `eth.src`
+    /// was seen on this logical port; petreld records it for petrel-ovn,
+    /// which writes the Southbound `FDB` row (ovn-controller's pinctrl).
+    Learn {
+        /// Datapath key.
+        datapath: u32,
+        /// Logical port key.
+        port: u32,
+    },
 }
 
 /// One copy: its final key (packet fields to commit) and destination.
@@ -335,6 +344,10 @@ impl<T: Tracer> Walk<'_, T> {
                 // packet is refused instead.
                 Action::Meter(_) | Action::Mirror(_) => return self.drop(DropReason::Unsupported, depth),
                 Action::Drop(why) => return self.drop(*why, depth),
+                Action::SlowPath(SlowPathReason::Learn) => {
+                    let t = Target::Learn { datapath: key.datapath(), port: key.inport() };
+                    self.emit(key, t, depth);
+                }
                 Action::SlowPath(why) => self.emit(key, Target::SlowPath(*why), depth),
                 Action::Generate { kind, actions } => {
                     if depth + 1 >= MAX_DEPTH {
