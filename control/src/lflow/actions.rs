@@ -178,7 +178,14 @@ fn mov(src: &LField, dst: &LField, pos: usize, out: &mut Vec<Action>) -> Result<
 }
 
 fn flag_field() -> LField {
-    LField { parts: vec![(Field::Reg(10), 0, 32)], width: 32, prereq: None, string: false, ipv4_mapped: false }
+    LField {
+        parts: vec![(Field::Reg(10), 0, 32)],
+        width: 32,
+        prereq: None,
+        string: false,
+        ipv4_mapped: false,
+        nominal: false,
+    }
 }
 
 /// `dst = <result bit>` from an auxiliary stage (actions.c `encode_result_action__`).

@@ -263,6 +263,11 @@ fn dnf(e: &Expr, r: &dyn Resolve, deps: &mut Deps, depth: u32) -> Result<Vec<Con
         Expr::Bool { field, negated } => match symtab::lookup(&field.name) {
             Some(Symbol::Predicate(text)) if field.bits.is_none() => {
                 let mut x = predicate(text, field.pos)?;
+                if *negated && is_nominal(&x, 0) {
+                    // expr.c make_cmp: "Nominal predicate %s may only be
+                    // tested positively"; ovn-controller skips such a flow.
+                    return bad(field.pos, format!("nominal predicate `{}` may only be tested positively", field.name));
+                }
                 if *negated {
                     x = x.negate();
                 }
@@ -292,6 +297,24 @@ fn dnf(e: &Expr, r: &dyn Resolve, deps: &mut Deps, depth: u32) -> Result<Vec<Con
     }
 }
 
+/// Whether an expression's level is nominal (`expr_get_level`): it
+/// compares a nominal field, directly or through a predicate.
+fn is_nominal(e: &Expr, depth: u32) -> bool {
+    if depth > 16 {
+        return false;
+    }
+    match e {
+        Expr::And(v) | Expr::Or(v) => v.iter().any(|x| is_nominal(x, depth)),
+        Expr::Cmp { field, .. } => matches!(symtab::lookup(&field.name), Some(Symbol::Field(f)) if f.nominal),
+        Expr::Bool { field, .. } => match symtab::lookup(&field.name) {
+            Some(Symbol::Predicate(t)) => parse::parse_match(t).is_ok_and(|x| is_nominal(&x, depth + 1)),
+            Some(Symbol::Field(f)) => f.nominal,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 fn predicate(text: &str, pos: usize) -> Result<Expr, ExprError> {
     parse::parse_match(text).or_else(|e| bad(pos, format!("predicate `{text}`: {e}")))
 }
@@ -309,6 +332,9 @@ pub fn resolve_field(f: &FieldRef) -> Result<LField, ExprError> {
     };
     match f.bits {
         None => Ok(lf),
+        Some((lo, hi)) if lf.nominal && (lo != 0 || hi + 1 != lf.width) => {
+            bad(f.pos, format!("cannot select a subfield of nominal field `{}`", f.name))
+        }
         Some((lo, hi)) => {
             let mut s = lf.sub(lo, hi).ok_or(ExprError {
                 pos: f.pos,
@@ -479,6 +505,14 @@ fn cmp(
             acc
         }
         RelOp::Lt | RelOp::Le | RelOp::Gt | RelOp::Ge => {
+            // expr.c make_cmp: ordering needs an ordinal field and one
+            // unmasked constant, not a set.
+            if lf.nominal || lf.string {
+                return bad(field.pos, format!("only == and != may be used with nominal field `{field}`"));
+            }
+            if values.len() != 1 || !matches!(values[0], Const::Num { mask: None, .. }) {
+                return bad(field.pos, "only == and != may be used with value sets or masked constants");
+            }
             let [(v, m)] = consts.as_slice() else {
                 return bad(field.pos, "ordered comparisons take one constant");
             };
@@ -552,7 +586,7 @@ mod tests {
     #[test]
     fn test_negation_expands_over_bits() {
         // eth.type != 0x800: one conjunction per bit of 16.
-        assert_eq!(conj("!ip4").len(), 16);
+        assert_eq!(conj("eth.type != 0x800").len(), 16);
         // reg0[15] == 1 is one bit of reg0.
         let c = conj("reg0[15] == 1");
         assert_eq!(c, vec![Conj(vec![(Field::Reg(0), 1 << 15, 1 << 15)])]);
@@ -608,6 +642,20 @@ mod tests {
         // 1024..65535 = 1024/6 bits... 6 blocks per IP family.
         assert_eq!(c.len(), 12);
         assert!(conj("udp.dst < 0").is_empty());
+    }
+
+    #[test]
+    fn test_ovn_level_rules() {
+        // As OVN's parser: nominal predicates only positively, no ordering
+        // or subfields on nominal fields; such flows are skipped.
+        let r = R(BTreeMap::new());
+        for bad in ["!tcp", "!(tcp || icmp4)", "ip.ttl < 5", "ip.proto[0..3] == 1", "tcp.dst > {1, 2}"] {
+            let e = to_conjunctions(&parse::parse_match(bad).unwrap(), &r, &mut Deps::default());
+            assert!(e.as_ref().is_err_and(|e| !e.unsupported), "{bad}: {e:?}");
+        }
+        for good in ["!eth.bcast", "ip.proto != 6", "tcp.dst < 1024", "!vlan.present", "ip.ttl == {1, 2}"] {
+            assert!(to_conjunctions(&parse::parse_match(good).unwrap(), &r, &mut Deps::default()).is_ok(), "{good}");
+        }
     }
 
     #[test]

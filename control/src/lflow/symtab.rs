@@ -21,11 +21,17 @@ pub struct LField {
     pub string: bool,
     /// An IPv4 field stored IPv4-mapped (writes set the whole 128 bits).
     pub ipv4_mapped: bool,
+    /// A "nominal" field (OVN `EXPR_L_NOMINAL`: its OpenFlow field is not
+    /// maskable, or it is a string): only `==`/`!=`, no subfields.
+    pub nominal: bool,
 }
 
 impl LField {
     fn one(f: Field, ofs: u32, width: u32, prereq: Option<&'static str>) -> Self {
-        LField { parts: vec![(f, ofs, width)], width, prereq, string: false, ipv4_mapped: false }
+        // Fields OpenFlow cannot mask (OVS `MFM_NONE`) are nominal in OVN.
+        let nominal = matches!(f, Field::EthType | Field::IpProto | Field::IpTtl | Field::ArpOp)
+            || (matches!(f, Field::IpTos | Field::TpSrc | Field::TpDst) && width < 16);
+        LField { parts: vec![(f, ofs, width)], width, prereq, string: false, ipv4_mapped: false, nominal }
     }
 
     /// The bits `[lo..=hi]` of this field, or `None` if out of range.
@@ -43,7 +49,14 @@ impl LField {
             }
             base += w;
         }
-        Some(LField { parts, width: hi - lo + 1, prereq: self.prereq, string: self.string, ipv4_mapped: false })
+        Some(LField {
+            parts,
+            width: hi - lo + 1,
+            prereq: self.prereq,
+            string: self.string,
+            ipv4_mapped: false,
+            nominal: self.nominal,
+        })
     }
 }
 
@@ -79,6 +92,7 @@ pub fn lookup(name: &str) -> Option<Symbol> {
                 prereq: None,
                 string: true,
                 ipv4_mapped: false,
+                nominal: true,
             }))
         }
         "flags" => f(F::Reg(10), 0, 32, None),
@@ -180,7 +194,7 @@ fn register(n: &str) -> Option<Symbol> {
         // `regs` most significant first; parts are least significant first.
         let parts: Vec<(Field, u32, u32)> = regs.iter().rev().map(|r| (Field::Reg(*r), 0, 32)).collect();
         let width = 32 * u32::try_from(parts.len()).unwrap_or(0);
-        Some(Symbol::Field(LField { parts, width, prereq: None, string: false, ipv4_mapped: false }))
+        Some(Symbol::Field(LField { parts, width, prereq: None, string: false, ipv4_mapped: false, nominal: false }))
     };
     if let Some(i) = n.strip_prefix("xxreg").and_then(|i| i.parse::<u8>().ok()) {
         return (i <= 1).then(|| sym(&[4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3])).flatten();
