@@ -1,0 +1,5 @@
+# Two port-security entries with the same MAC and different IPs.
+ovn-nbctl ls-add sw0
+ovn-nbctl lsp-add sw0 p1 -- lsp-set-addresses p1 "00:00:00:00:00:01 10.0.0.1" \
+    -- lsp-set-port-security p1 "00:00:00:00:00:01 10.0.0.1" "00:00:00:00:00:01 10.0.0.5"
+ovn-nbctl lsp-add sw0 p2 -- lsp-set-addresses p2 "00:00:00:00:00:02 10.0.0.2"
