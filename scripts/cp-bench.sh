@@ -43,10 +43,18 @@
 #   Reported: medians over the REPS runs (add: over all REPS x INC adds), and
 #   ratios ovn-controller / petrel-ovn (> 1: petrel-ovn is faster/smaller).
 #
-# What up=true means differs today: ovn-controller sets it once the port's
-# OpenFlow flows are installed; petrel-ovn has no flow compiler yet and
-# sets it when the claim commits. The numbers compare the database half of
-# a chassis (sync, claim) against all of ovn-controller.
+#   compile_full_ms  full compile of the local datapaths' logical flows:
+#             ovn-controller's flow-generation stopwatch (Maximum) around
+#             `inc-engine/recompute`; petrel-ovn's first compile (log line
+#             "compiled tables", compile_us).
+#   compile_add_ms   ovn-controller: flow-generation Maximum during a port add.
+#   compile_inc_ms   petrel-ovn: each compile after the cold start (port
+#             adds and what they bring), compile_inc_flows how many logical
+#             flows it compiled (the rest came from the cache).
+#
+# petrel-ovn runs with compile-only = true (no petreld here): it compiles
+# the tables and sets up=true/acknowledges nb_cfg after compiling, without
+# publishing; ovn-controller also installs its flows into OVS.
 #
 # Between runs a stopped agent's leftovers are cleared (ovn-controller exits
 # through `ovn-appctl exit`, petrel-ovn on SIGTERM; both remove their
@@ -227,6 +235,8 @@ run_scale() {
         echo 'system-id = "cpb-petrel"'
         echo 'encap-ip = "127.0.0.1"'
         echo "monitor-all = $( ((MONITOR_ALL)) && echo true || echo false)"
+        # no petreld here: compile the logical flows, publish nothing
+        echo 'compile-only = true'
         printf 'iface-ids = ['
         printf '"%s", ' "${locals[@]}" "${fut_pet[@]}"
         printf ']\n'
@@ -300,8 +310,20 @@ run_scale() {
             last=$(wait_ups "$t_launch" "${locals[@]}")
             cold=$(awk -v a="$t_launch" -v b="$(stamp_epoch "$last")" 'BEGIN { printf "%.3f", b - a }')
             $NB --wait=hv sync
+            local t_cold_end=$EPOCHREALTIME
+            sleep 1 # the cold start's compiles end before the adds' start
             local rss1 hwm rss2
             rss1=$(rss_kib "$pid" VmRSS)
+            local ctl="$WORK/ovn-controller.$pid.ctl"
+            if [[ $agent == ovn ]]; then
+                # full recompute: ovn-controller's flow-generation stopwatch
+                # (its main loop's compute) around a forced recompute
+                ovn-appctl -t "$ctl" stopwatch/reset flow-generation >/dev/null
+                ovn-appctl -t "$ctl" inc-engine/recompute >/dev/null
+                $NB --wait=hv sync
+                printf '%s\t%s\t%s\t%s\tcompile_full_ms\t%s\n' "$S" "$P" "$K" "$agent" \
+                    "$(ovn-appctl -t "$ctl" stopwatch/show flow-generation | awk '/Maximum/ { print $2; exit }')" >>"$RESULTS/samples.tsv"
+            fi
             printf '%s\t%s\t%s\t%s\tcold_s\t%s\n' "$S" "$P" "$K" "$agent" "$cold" >>"$RESULTS/samples.tsv"
 
             local fut=("${fut_ovn[@]}")
@@ -312,6 +334,7 @@ run_scale() {
                 ip_of ip "$sw" "$pn"; addr a "$sw" "$pn"
                 $NB --wait=hv sync
                 quiesce
+                [[ $agent == ovn ]] && ovn-appctl -t "$ctl" stopwatch/reset flow-generation >/dev/null
                 ta=$EPOCHREALTIME
                 $NBD -- --id=@p create Logical_Switch_Port name="$n" "addresses=\"$a\"" \
                     -- add Logical_Switch "ls$sw" ports @p -- add Port_Group "pg$sw" ports @p \
@@ -323,7 +346,29 @@ run_scale() {
                 iu=$(insert_up "$ta" "$n")
                 ms=$(awk -v a="$(stamp_epoch "${iu%,*}")" -v b="$(stamp_epoch "${iu#*,}")" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
                 printf '%s\t%s\t%s\t%s\tadd_agent_ms\t%s\n' "$S" "$P" "$K" "$agent" "$ms" >>"$RESULTS/samples.tsv"
+                if [[ $agent == ovn ]]; then
+                    $NB --wait=hv sync
+                    printf '%s\t%s\t%s\t%s\tcompile_add_ms\t%s\n' "$S" "$P" "$K" "$agent" \
+                        "$(ovn-appctl -t "$ctl" stopwatch/show flow-generation | awk '/Maximum/ { print $2; exit }')" >>"$RESULTS/samples.tsv"
+                fi
             done
+            if [[ $agent == petrel ]]; then
+                # petrel-ovn logs every compile: the first is the full one
+                # (cold start), each port add's is the largest after it
+                $NB --wait=hv sync
+                # the full compile is the one that compiled every flow (the
+                # first with all local datapaths); the ones after the cold
+                # start are the port adds' (and what northd changes with them)
+                awk -v s="$S" -v p="$P" -v k="$K" -v cold_end="$(date -u -d "@$t_cold_end" '+%Y-%m-%dT%H:%M:%S')" '
+                    /compiled tables/ {
+                        match($0, /compile_us=[0-9]+/); us = substr($0, RSTART + 11, RLENGTH - 11)
+                        match($0, /n_compiled=[0-9]+/); nc = substr($0, RSTART + 11, RLENGTH - 11)
+                        match($0, /n_flows=[0-9]+/); nf = substr($0, RSTART + 8, RLENGTH - 8)
+                        if (!full && nf > 0 && nc == nf) { full = 1; printf "%s\t%s\t%s\tpetrel\tcompile_full_ms\t%.1f\n", s, p, k, us / 1000; next }
+                        if (full && substr($1, 1, 19) > cold_end)
+                            printf "%s\t%s\t%s\tpetrel\tcompile_inc_ms\t%.2f\n%s\t%s\t%s\tpetrel\tcompile_inc_flows\t%s\n", s, p, k, us / 1000, s, p, k, nc
+                    }' "$D/petrel-ovn-$rep.log" >>"$RESULTS/samples.tsv"
+            fi
             $NB --wait=hv sync
             rss2=$(rss_kib "$pid" VmRSS) hwm=$(rss_kib "$pid" VmHWM)
             printf '%s\t%s\t%s\t%s\trss_mib\t%s\n' "$S" "$P" "$K" "$agent" \
@@ -386,7 +431,7 @@ done
     printf 'scale\tmetric\tovn-controller\tpetrel-ovn\tovn/petrel\n'
     for scale in $SCALES; do
         IFS=x read -r S P K <<<"$scale"
-        for m in cold_s add_ms add_agent_ms rss_mib hwm_mib; do
+        for m in cold_s add_ms add_agent_ms compile_full_ms compile_add_ms compile_inc_ms compile_inc_flows rss_mib hwm_mib; do
             vals() { awk -F'\t' -v s="$S" -v p="$P" -v k="$K" -v a="$1" -v m="$m" \
                 '$1 == s && $2 == p && $3 == k && $4 == a && $5 == m { print $6 }' "$RESULTS/samples.tsv"; }
             o=$(median $(vals ovn)) q=$(median $(vals petrel))
@@ -401,7 +446,7 @@ echo
 echo "cold_s: launch -> all K local ports up=true; add_ms: NB port add -> its Port_Binding up=true;"
 echo "add_agent_ms: of which Port_Binding insert -> up=true (the agent's share, 1 ms resolution);"
 echo "rss/hwm: agent VmRSS/VmHWM; medians of $REPS runs ($((REPS * INC)) adds); ovn-controller up=true includes"
-echo "its flow install, petrel-ovn's is the claim only (no flow compiler yet)"
+echo "its flow install, petrel-ovn's includes compiling (compile-only: no petreld to publish to)"
 echo
 column -t -s $'\t' "$RESULTS/summary.tsv"
 echo

@@ -2,7 +2,9 @@
 # The test command (README.md; .ci/run calls exactly this): prepares the
 # machine, checks formatting and lints, checks the pcap fixtures with tshark,
 # then builds and runs every test under cargo-nextest (one process per test,
-# because DPDK's EAL initialises once per process).
+# because DPDK's EAL initialises once per process), and finally runs the
+# OVN scenarios of tests/ovn-scenarios through petreld + petrel-ovn against
+# ovn-trace (scripts/ovn-diff.sh).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +18,9 @@ pcap-fixtures/check.sh
 echo "== clippy (workspace lints, -D warnings)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== tests"
-cargo nextest run --workspace --no-fail-fast "$@"
+rc=0
+cargo nextest run --workspace --no-fail-fast "$@" || rc=$?
+echo "== ovn-diff: tests/ovn-scenarios, packet by packet against ovn-trace"
+cargo build --quiet --bins -p petrel-dataplane -p petrel-control
+scripts/ovn-diff.sh tests/ovn-scenarios || rc=$?
+exit "$rc"

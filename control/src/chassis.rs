@@ -46,7 +46,8 @@
 //!   ovn-controller waits for its expected condition seqno), so
 //!   `--wait=hv` still means "this chassis has every row it needs".
 //!
-//! Additional chassis (multi-chassis ports), parent/container ports,
+//! Child ports (`parent_port` + `tag`) are claimed with their local parent.
+//! Additional chassis (multi-chassis ports),
 //! virtual, localport, l3gateway and chassisredirect ports are not claimed
 //! yet.
 
@@ -61,6 +62,7 @@ use tokio::time::Instant;
 
 use serde_json::Value;
 
+use crate::install::Installer;
 use crate::ovsdb::transact::{empty_set, map, named_uuid, uuid_ref};
 use crate::ovsdb::{Condition, Error, Operation, Remote, Replica, RowValues, Session, SessionConfig, SessionEvent};
 use crate::sb::monitor::Scope;
@@ -252,16 +254,17 @@ pub fn plan(
     let our_uuid = chassis.as_ref().map(|c| c.uuid);
     let our_encap = existing_encap.as_ref().map(|e| e.uuid);
     // Column positions once (see the filter below).
-    let pb_columns = replica
-        .schema()
-        .table(PortBinding::TABLE)
-        .and_then(|t| Some((t.column_index("logical_port")?, t.column_index("chassis")?)));
+    let pb_columns = replica.schema().table(PortBinding::TABLE).and_then(|t| {
+        Some((t.column_index("logical_port")?, t.column_index("chassis")?, t.column_index("parent_port")?))
+    });
     for (uuid, row) in replica.rows(PortBinding::TABLE) {
-        // Cheap filter on the raw row first: only ports that are local or
-        // bound here need decoding (a Southbound has ~10k of them).
-        let Some((i_lp, i_chassis)) = pb_columns else { break };
+        // Cheap filter on the raw row first: only ports that are local (or
+        // children of a local port) or bound here need decoding (a
+        // Southbound has ~10k of them).
+        let Some((i_lp, i_chassis, i_parent)) = pb_columns else { break };
         let scalar = |i: usize| row.values()[i].as_scalar();
-        let local = scalar(i_lp).and_then(|a| a.as_str()).is_some_and(|p| cfg.iface_ids.contains(p));
+        let local = scalar(i_lp).and_then(|a| a.as_str()).is_some_and(|p| cfg.iface_ids.contains(p))
+            || scalar(i_parent).and_then(|a| a.as_str()).is_some_and(|p| cfg.iface_ids.contains(p));
         let bound_here = our_uuid.is_some() && scalar(i_chassis).and_then(|a| a.as_uuid()) == our_uuid;
         if !local && !bound_here {
             continue;
@@ -270,8 +273,15 @@ pub fn plan(
             continue;
         };
         let ours = our_uuid.is_some() && pb.chassis == our_uuid;
-        let wanted =
-            pb.r#type.is_empty() && cfg.iface_ids.contains(&pb.logical_port) && can_bind(&pb, chassis.as_ref(), cfg);
+        // A child port (container behind a VIF, reached with its VLAN tag)
+        // is bound where its parent is (binding.c `consider_container_lport`).
+        let child = pb.parent_port.as_deref().is_some_and(|p| !p.is_empty());
+        let here = if child {
+            pb.tag.is_some() && pb.parent_port.as_ref().is_some_and(|p| cfg.iface_ids.contains(p))
+        } else {
+            cfg.iface_ids.contains(&pb.logical_port)
+        };
+        let wanted = pb.r#type.is_empty() && here && can_bind(&pb, chassis.as_ref(), cfg);
         let where_ = [Condition::uuid(pb.uuid)];
         if wanted && !ours {
             if pb.chassis.is_some() {
@@ -385,6 +395,8 @@ pub struct Agent {
     ifaces_rx: watch::Receiver<BTreeSet<String>>,
     /// The conditions last requested (`None`: none yet, or `monitor_all`).
     conditions: Option<BTreeMap<String, Value>>,
+    /// Compiles and publishes tables (with `--dataplane`).
+    installer: Option<Installer>,
 }
 
 /// Changes the local iface-ids of a running [`Agent`]: the
@@ -403,6 +415,8 @@ impl IfaceIds {
 /// How long to wait for our own transaction to show up in the replica
 /// before planning again anyway.
 const SETTLE: Duration = Duration::from_secs(2);
+/// Retry delay after tables could not be published.
+const INSTALL_RETRY: Duration = Duration::from_millis(500);
 /// Retry delay after a failed transaction.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -418,7 +432,19 @@ impl Agent {
             ifaces_tx: Arc::new(tx),
             ifaces_rx: rx,
             conditions: None,
+            installer: None,
         }
+    }
+
+    /// Compiles the logical flows and publishes them to petreld; `nb_cfg`
+    /// is then acknowledged only once petreld runs them.
+    pub fn set_installer(&mut self, i: Installer) {
+        self.installer = Some(i);
+    }
+
+    /// The installer, if any.
+    pub fn installer(&self) -> Option<&Installer> {
+        self.installer.as_ref()
     }
 
     /// A handle to change the local iface-ids while [`Agent::run`] runs.
@@ -504,6 +530,7 @@ impl Agent {
                     None => return,
                 },
                 () = sleep_until_opt(timer) => {}
+                true = installer_changed(&mut self.installer) => dirty = true,
                 Ok(()) = self.ifaces_rx.changed() => {
                     self.cfg.iface_ids = self.ifaces_rx.borrow_and_update().clone();
                     dirty = true;
@@ -549,12 +576,25 @@ impl Agent {
     async fn step(&mut self, now: Instant, since: Instant) -> Step {
         // nb_cfg is acknowledged only when the replica reflects the
         // conditions the current scope wants.
-        let ack = self.cfg.monitor_all || (self.conditions.is_some() && self.session.conditions_settled());
+        let mut ack = self.cfg.monitor_all || (self.conditions.is_some() && self.session.conditions_settled());
+        // With a dataplane, "handled" also means "in force in petreld".
+        let installed = match &mut self.installer {
+            None => true,
+            Some(i) => {
+                let replica = self.session.replica();
+                i.install(&replica, &self.cfg.system_id, &self.cfg.iface_ids)
+            }
+        };
+        ack &= installed;
         let t_plan = std::time::Instant::now();
-        let plan = {
+        let mut plan = {
             let replica = self.session.replica();
             plan(&self.cfg, &replica, &self.throttle, now, ack)
         };
+        if !installed {
+            let retry = now + INSTALL_RETRY;
+            plan.wake = Some(plan.wake.map_or(retry, |w| w.min(retry)));
+        }
         tracing::debug!(
             n_ops = plan.ops.len(), claims = ?plan.claims, releases = ?plan.releases,
             "planned in {:?}", t_plan.elapsed()
@@ -624,6 +664,13 @@ enum Step {
     Idle(Option<Instant>),
     Sent(u64),
     Failed,
+}
+
+async fn installer_changed(i: &mut Option<Installer>) -> bool {
+    match i {
+        Some(i) => i.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {

@@ -46,7 +46,10 @@ use std::time::{Duration, Instant};
 use petrel_dataplane::ctl::proto::ShowReply;
 use petrel_dataplane::ctl::{Client, ClientError};
 
+use tokio::sync::watch;
+
 use crate::chassis::IfaceIds;
+use crate::install::DpView;
 
 /// Default interval between two `show` requests.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -131,9 +134,35 @@ pub struct Watcher {
     /// next successful `show` (not by a mere connect, so a petreld that
     /// accepts but never answers does not extend it).
     release_at: Option<Instant>,
+    /// Where petreld's ports and table generation go (the installer).
+    view_tx: Option<watch::Sender<Option<DpView>>>,
 }
 
 impl Watcher {
+    /// Also publishes petreld's ports and generation to `tx` after every
+    /// `show` (for [`crate::install::Installer`]).
+    pub fn with_view(mut self, tx: watch::Sender<Option<DpView>>) -> Self {
+        self.view_tx = Some(tx);
+        self
+    }
+
+    fn send_view(&self, s: &ShowReply) {
+        let (Some(tx), Link::Up { instance }) = (&self.view_tx, &self.link) else { return };
+        let v = DpView {
+            instance: instance.clone(),
+            generation: s.generation,
+            ports: s.ports.iter().map(|p| (p.index, p.name.clone(), p.iface_id.clone())).collect(),
+        };
+        tx.send_if_modified(|cur| {
+            if cur.as_ref() == Some(&v) {
+                false
+            } else {
+                *cur = Some(v);
+                true
+            }
+        });
+    }
+
     /// A watcher that has not talked to petreld yet.
     pub fn new(cfg: WatchConfig) -> Self {
         Watcher {
@@ -143,6 +172,7 @@ impl Watcher {
             last_instance: None,
             last_error: None,
             release_at: None,
+            view_tx: None,
         }
     }
 
@@ -173,11 +203,10 @@ impl Watcher {
                 );
             }
         }
-        // TODO(logical-flow issue): on a new instance, or generation == 0
-        // (petreld lost its tables), publish a full snapshot through the
-        // same client (`Client::publish`) before applying incremental
-        // changes; DESIGN.md "If petreld restarts, petrel-ovn pushes a full
-        // snapshot". Nothing is published yet: the compiler does not exist.
+        // A new instance (or generation 0) reaches the installer through
+        // the view: its generation differs from the installer's last
+        // publish, so a full snapshot is pushed (DESIGN.md "If petreld
+        // restarts, petrel-ovn pushes a full snapshot").
         self.last_instance = Some(instance.to_owned());
         self.link = Link::Up { instance: instance.to_owned() };
         self.last_error = None;
@@ -260,6 +289,7 @@ impl Watcher {
         match c.show() {
             Ok(s) => {
                 self.on_ports(iface_ids_of(&s));
+                self.send_view(&s);
                 Some(c)
             }
             Err(e) => {
@@ -330,6 +360,7 @@ impl Watcher {
                     if self.on_ports(iface_ids_of(&s)) {
                         ids.set(self.wanted());
                     }
+                    self.send_view(&s);
                     if !wait(self, Instant::now() + self.cfg.poll_interval) {
                         return;
                     }

@@ -23,5 +23,7 @@
 
 pub mod chassis;
 pub mod dataplane;
+pub mod install;
+pub mod lflow;
 pub mod ovsdb;
 pub mod sb;

@@ -81,7 +81,9 @@ impl Node for FakeNode {
         Err(refused())
     }
     fn publish(&self, _snap: SnapshotMsg) -> Result<u64, ErrorReply> {
-        Err(refused())
+        // Accepted and ignored: these tests are about ports, but petrel-ovn
+        // acknowledges nb_cfg only once its tables are published.
+        Ok(1)
     }
     fn apply(&self, _changes: Vec<Change>) -> Result<u64, ErrorReply> {
         Err(refused())
@@ -243,9 +245,10 @@ fn agent_started_before_petreld_claims_once_the_socket_appears() {
     s.node.set_ports(&[("vhu1", Some("lsp1"))]);
     let _agent = s.agent(10_000, &[]);
     let ch = poll(WAIT, "Chassis row", || s.chassis());
-    // Chassis registered and nb_cfg acknowledged without petreld.
-    let o = s.ovn.nbctl_output(&["--timeout=10", "--wait=hv", "sync"]);
-    assert!(o.status.success(), "--wait=hv: {}", String::from_utf8_lossy(&o.stderr));
+    // Chassis registered, but nb_cfg is not acknowledged without petreld:
+    // `--wait=hv` means "in force in the fast path", and no tables are.
+    let o = s.ovn.nbctl_output(&["--timeout=2", "--wait=hv", "sync"]);
+    assert!(!o.status.success(), "--wait=hv returned without petreld");
     assert_eq!(s.binding("lsp1").0, "");
     // Let it retry a few times (backoff 100, 200, 400 ms ...).
     poll(WAIT, "first connection attempt", || s.log().contains("petreld not reachable").then_some(()));
@@ -253,6 +256,8 @@ fn agent_started_before_petreld_claims_once_the_socket_appears() {
 
     let _petreld = s.petreld();
     s.wait_claimed("lsp1", &ch);
+    let o = s.ovn.nbctl_output(&["--timeout=10", "--wait=hv", "sync"]);
+    assert!(o.status.success(), "--wait=hv once petreld runs the tables: {}", String::from_utf8_lossy(&o.stderr));
     let log = s.log();
     assert_eq!(log.matches("petreld not reachable").count(), 1, "logged once, not per retry:\n{log}");
     assert_eq!(log.matches("connected to petreld").count(), 1, "{log}");

@@ -63,6 +63,7 @@ fn main() {
         ..Datapath::default()
     };
     let snap = Snapshot {
+        vlan_ports: Default::default(),
         generation: 0,
         datapaths: BTreeMap::from([(1, Arc::new(dp))]),
         local_ports: vec![Some(LocalPort { datapath: 1, port: 1 }), Some(LocalPort { datapath: 1, port: 2 })],

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use crate::config::{Plan, PortKind};
 use crate::ctl::proto::{
-    apply_changes, Change, DropsReply, ErrorReply, PmdInfo, PmdStatsReply, PortInfo, PortStats, ShowReply, SnapshotMsg,
-    StatsReply, TablesReply, TraceReply,
+    apply_changes, Change, DropsReply, ErrorReply, PmdInfo, PmdStatsReply, PortInfo, PortStats, RefusalsReply,
+    ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply,
 };
 use crate::ctl::render;
 use crate::ctl::server::Node;
@@ -28,6 +28,7 @@ pub struct PetreldNode {
     stats: Vec<Arc<SharedStats>>,
     tables: Tables,
     publish_lock: Mutex<()>,
+    refusals: Mutex<RefusalsReply>,
     start: Instant,
     tsc_hz: u64,
     /// vhost-user ports by plan index, for their connection state.
@@ -42,6 +43,7 @@ impl PetreldNode {
             stats,
             tables,
             publish_lock: Mutex::new(()),
+            refusals: Mutex::new(RefusalsReply::default()),
             start: Instant::now(),
             tsc_hz,
             vhost: Vec::new(),
@@ -148,7 +150,15 @@ impl Node for PetreldNode {
         let _guard = self.publish_lock.lock().map_err(|_| ErrorReply::rejected("publisher poisoned"))?;
         let s = snap.to_snapshot().map_err(|e| ErrorReply::rejected(e.to_string()))?;
         self.check_ports(&s)?;
-        publish(&self.tables, s).map_err(|e| ErrorReply::rejected(e.to_string()))
+        let g = publish(&self.tables, s).map_err(|e| ErrorReply::rejected(e.to_string()))?;
+        if let Ok(mut r) = self.refusals.lock() {
+            *r = RefusalsReply { generation: g, refusals: snap.refusals, notes: snap.notes };
+        }
+        Ok(g)
+    }
+
+    fn refusals(&self) -> RefusalsReply {
+        self.refusals.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     fn apply(&self, changes: Vec<Change>) -> Result<u64, ErrorReply> {
@@ -185,7 +195,7 @@ impl PetreldNode {
                 let p = match b {
                     crate::table::Binding::Local { port, .. } => *port,
                     crate::table::Binding::Localnet { uplink, .. } => *uplink,
-                    crate::table::Binding::Remote { .. } => continue,
+                    crate::table::Binding::Remote { .. } | crate::table::Binding::Refused => continue,
                 };
                 if usize::from(p) >= n {
                     return Err(ErrorReply::rejected(format!(
@@ -193,6 +203,11 @@ impl PetreldNode {
                         dp.key
                     )));
                 }
+            }
+        }
+        for &(p, _) in s.vlan_ports.keys() {
+            if usize::from(p) >= n {
+                return Err(ErrorReply::rejected(format!("a VLAN port is behind port {p}, petreld has {n} ports")));
             }
         }
         Ok(())

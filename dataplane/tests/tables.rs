@@ -128,6 +128,7 @@ fn switch() -> Snapshot {
     let mut datapaths = BTreeMap::new();
     datapaths.insert(5, Arc::new(dp));
     Snapshot {
+        vlan_ports: Default::default(),
         generation: 0,
         datapaths,
         local_ports: vec![
@@ -322,6 +323,7 @@ fn wire(extra: u32) -> Snapshot {
     let mut datapaths = BTreeMap::new();
     datapaths.insert(1, Arc::new(dp));
     Snapshot {
+        vlan_ports: Default::default(),
         generation: 0,
         datapaths,
         local_ports: vec![Some(LocalPort { datapath: 1, port: 1 }), Some(LocalPort { datapath: 1, port: 2 })],

@@ -14,10 +14,12 @@
 //! then those of petreld's ports (`iface-id=` in their `--port` specs), in
 //! addition to `--iface-id`, learnt by polling `show`
 //! (`petrel_control::dataplane`, which also explains the grace period
-//! across petreld restarts). Table pushes will go through the same socket
-//! once the logical-flow compiler exists.
+//! across petreld restarts). The logical flows of the local datapaths are
+//! compiled into tables and published to petreld through the same socket
+//! (`petrel_control::install`); `nb_cfg` is acknowledged once petreld runs
+//! them, so `ovn-nbctl --wait=hv` means "in force in the fast path".
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,9 +28,11 @@ use anyhow::Context;
 use clap::Parser;
 use petrel_control::chassis::{Agent, AgentConfig};
 use petrel_control::dataplane::{WatchConfig, Watcher};
+use petrel_control::install::Installer;
 use petrel_control::ovsdb::{parse_remotes, Session};
 use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 const CONFIG_HELP: &str = "\
 Local ports: with --dataplane, petrel-ovn polls petreld's control socket
@@ -96,6 +100,19 @@ struct Args {
     /// file's `iface-ids` when given.
     #[arg(long = "iface-id")]
     iface_ids: Vec<String>,
+    /// Bridge mappings, `NETWORK:PORT[,NETWORK:PORT...]`: a localnet port
+    /// whose `network_name` is NETWORK reaches its physical network through
+    /// petreld's port named PORT (ovn-controller's `ovn-bridge-mappings`).
+    #[arg(long, value_name = "MAPPINGS")]
+    bridge_mappings: Option<String>,
+    /// Do not compile logical flows or publish tables to petreld (only
+    /// register the chassis and claim ports).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    no_tables: Option<bool>,
+    /// Compile the logical flows without petreld (the --iface-id ports are
+    /// the local ports) and publish nothing: for measuring the compiler.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    compile_only: Option<bool>,
     /// Hostname for the `Chassis` row (default: the system's).
     #[arg(long)]
     hostname: Option<String>,
@@ -129,6 +146,9 @@ struct FileConfig {
     dataplane_poll_ms: Option<u64>,
     dataplane_grace_ms: Option<u64>,
     iface_ids: Option<Vec<String>>,
+    bridge_mappings: Option<String>,
+    no_tables: Option<bool>,
+    compile_only: Option<bool>,
     hostname: Option<String>,
     keep_chassis_on_exit: Option<bool>,
     probe_interval_ms: Option<u64>,
@@ -154,6 +174,9 @@ struct Settings {
     dataplane_poll_ms: u64,
     dataplane_grace_ms: u64,
     iface_ids: Vec<String>,
+    bridge_mappings: BTreeMap<String, String>,
+    no_tables: bool,
+    compile_only: bool,
     hostname: Option<String>,
     keep_chassis_on_exit: bool,
     probe_interval_ms: u64,
@@ -177,6 +200,9 @@ impl Settings {
             dataplane_poll_ms: args.dataplane_poll_ms.or(file.dataplane_poll_ms).unwrap_or(250).max(1),
             dataplane_grace_ms: args.dataplane_grace_ms.or(file.dataplane_grace_ms).unwrap_or(10_000),
             iface_ids: if args.iface_ids.is_empty() { file.iface_ids.unwrap_or_default() } else { args.iface_ids },
+            bridge_mappings: parse_bridge_mappings(args.bridge_mappings.or(file.bridge_mappings).as_deref())?,
+            no_tables: args.no_tables.or(file.no_tables).unwrap_or(false),
+            compile_only: args.compile_only.or(file.compile_only).unwrap_or(false),
             hostname: args.hostname.or(file.hostname),
             keep_chassis_on_exit: args.keep_chassis_on_exit.or(file.keep_chassis_on_exit).unwrap_or(false),
             probe_interval_ms: args.probe_interval_ms.or(file.probe_interval_ms).unwrap_or(5000),
@@ -185,6 +211,20 @@ impl Settings {
             log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
         })
     }
+}
+
+fn parse_bridge_mappings(s: Option<&str>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for item in s.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (net, port) = item
+            .split_once(':')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--bridge-mappings: {item:?} is not NETWORK:PORT"))?;
+        if m.insert(net.to_owned(), port.to_owned()).is_some() {
+            anyhow::bail!("--bridge-mappings: network {net:?} is mapped twice");
+        }
+    }
+    Ok(m)
 }
 
 fn system_hostname() -> String {
@@ -229,9 +269,12 @@ async fn run(args: Settings) -> anyhow::Result<()> {
             "learning local ports from petreld"
         );
         let mut w = Watcher::new(wcfg);
+        let (view_tx, view_rx) = watch::channel(None);
+        let installer = (!args.no_tables).then(|| Installer::new(d.clone(), view_rx, args.bridge_mappings.clone()));
+        w = w.with_view(view_tx);
         let client = w.probe();
         acfg.iface_ids = w.wanted();
-        (w, client)
+        (w, client, installer)
     });
     let mut scfg = acfg.session_config(remotes);
     scfg.leader_only = args.leader_only;
@@ -244,8 +287,16 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut agent = Agent::new(acfg, Session::start(scfg));
+    if args.compile_only && args.dataplane.is_none() && !args.no_tables {
+        agent.set_installer(Installer::compile_only());
+    }
     let watch = match watcher {
-        Some((w, client)) => Some(w.spawn(agent.iface_ids(), client).context("starting the petreld watcher")?),
+        Some((w, client, installer)) => {
+            if let Some(i) = installer {
+                agent.set_installer(i);
+            }
+            Some(w.spawn(agent.iface_ids(), client).context("starting the petreld watcher")?)
+        }
         None => None,
     };
     agent

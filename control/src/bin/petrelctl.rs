@@ -74,6 +74,13 @@ enum Cmd {
     },
     /// Drop counters by reason (non-zero ones; --json lists all).
     Drops,
+    /// What petrel-ovn could not compile, per datapath: logical flows
+    /// (UUID, stage, what is missing) and ports whose packets are dropped
+    /// as `unsupported`.
+    Refusals {
+        /// Only this datapath (name or tunnel key).
+        datapath: Option<String>,
+    },
     /// Trace a described packet through the current tables.
     #[command(long_about = TRACE_HELP)]
     Trace {
@@ -123,6 +130,13 @@ fn run(args: &Args) -> Result<String, ClientError> {
         Cmd::PmdStats => out(j, &c.pmd_stats()?, render::pmd_stats),
         Cmd::DumpTables { datapath } => out(j, &c.dump_tables(datapath.as_deref())?, render::tables),
         Cmd::Drops => out(j, &c.drops()?, render::drops),
+        Cmd::Refusals { datapath } => {
+            let mut r = c.refusals()?;
+            if let Some(d) = datapath {
+                r.refusals.retain(|x| x.datapath == *d || x.datapath_key.to_string() == *d);
+            }
+            out(j, &r, render::refusals)
+        }
         Cmd::Trace { port, microflow } => out(j, &c.trace(port, microflow)?, render::trace_text),
         Cmd::Publish { file } => {
             let text = if file.as_os_str() == "-" {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::proto::{
-    read_frame, write_msg, Change, DropsReply, ErrorReply, FrameError, Hello, HelloReply, PmdStatsReply, Reply,
-    Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
+    read_frame, write_msg, Change, DropsReply, ErrorReply, FrameError, Hello, HelloReply, PmdStatsReply, RefusalsReply,
+    Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
 };
 
 /// Why a request did not get a successful reply.
@@ -204,6 +204,17 @@ impl Client {
     pub fn publish(&mut self, snap: SnapshotMsg) -> Result<u64, ClientError> {
         match self.call(Request::PublishSnapshot(snap))? {
             Reply::Generation(g) => Ok(g),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// What the compiler refused in the running tables.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn refusals(&mut self) -> Result<RefusalsReply, ClientError> {
+        match self.call(Request::Refusals)? {
+            Reply::Refusals(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

@@ -206,11 +206,23 @@ pub enum Request {
     ApplyChanges(Vec<Change>),
     /// All raw counters, for tools and exporters.
     Stats,
+    /// What the compiler refused in the tables now running.
+    Refusals,
 }
 
 /// Every request type name, for telling an unknown request from a bad one.
-pub const REQUEST_TYPES: &[&str] =
-    &["hello", "show", "pmd_stats", "dump_tables", "drops", "trace", "publish_snapshot", "apply_changes", "stats"];
+pub const REQUEST_TYPES: &[&str] = &[
+    "hello",
+    "show",
+    "pmd_stats",
+    "dump_tables",
+    "drops",
+    "trace",
+    "publish_snapshot",
+    "apply_changes",
+    "stats",
+    "refusals",
+];
 
 /// The client's side of the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +276,40 @@ pub enum Reply {
     Generation(u64),
     /// To [`Request::Stats`].
     Stats(StatsReply),
+    /// To [`Request::Refusals`].
+    Refusals(RefusalsReply),
+}
+
+/// One logical flow (or port) the compiler could not turn into tables: its
+/// packets are dropped as `unsupported`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalMsg {
+    /// Datapath name.
+    pub datapath: String,
+    /// Datapath tunnel key.
+    pub datapath_key: u32,
+    /// Logical flow (or port binding, datapath) UUID.
+    pub uuid: String,
+    /// `ingress`, `egress`, `port` or `datapath`.
+    pub pipeline: String,
+    /// OVN table.
+    pub table: u32,
+    /// Stage name (or port name).
+    pub stage: String,
+    /// What is missing.
+    pub what: String,
+}
+
+/// Reply to [`Request::Refusals`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalsReply {
+    /// Generation of the tables these belong to.
+    pub generation: u64,
+    /// Refused flows and ports.
+    pub refusals: Vec<RefusalMsg>,
+    /// Constructs accepted with a caveat.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// Why a request failed. Codes are stable; messages are for people.
@@ -635,6 +681,27 @@ pub struct SnapshotMsg {
     pub local_ports: Vec<Option<LocalPortMsg>>,
     /// Remote chassis, indexed by [`BindingMsg::Remote`].
     pub chassis: Vec<ChassisMsg>,
+    /// VLAN-tagged logical ports behind a petreld port (child ports, tagged
+    /// localnet networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlan_ports: Vec<VlanPortMsg>,
+    /// What the compiler refused (kept by petreld for `petrelctl refusals`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<RefusalMsg>,
+    /// Constructs accepted with a caveat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// One entry of [`Snapshot::vlan_ports`](table::Snapshot::vlan_ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlanPortMsg {
+    /// petreld port index.
+    pub index: u16,
+    /// VLAN id.
+    pub vlan: u16,
+    /// The logical port.
+    pub port: LocalPortMsg,
 }
 
 /// A datapath on the wire.
@@ -701,6 +768,8 @@ pub enum BindingMsg {
         #[serde(default)]
         vlan: Option<u16>,
     },
+    /// [`Binding::Refused`].
+    Refused,
 }
 
 /// [`table::LocalPort`] on the wire.
@@ -728,6 +797,41 @@ pub struct StageMsg {
     pub name: String,
     /// Rules (any order; equal priorities keep this order).
     pub rules: Vec<RuleMsg>,
+    /// Conjunctive rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conj: Vec<ConjRuleMsg>,
+}
+
+/// A [`table::ConjRule`] on the wire: the base rule and, per dimension, its
+/// alternatives as masked words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConjRuleMsg {
+    /// Priority, common match, actions, cookie.
+    pub rule: RuleMsg,
+    /// Dimensions: alternatives, each a masked-word match.
+    pub dims: Vec<Vec<Vec<MatchWord>>>,
+}
+
+fn words_of(v: &[u64; Key::WORDS], m: &[u64; Key::WORDS]) -> Vec<MatchWord> {
+    m.iter()
+        .zip(v)
+        .enumerate()
+        .filter(|(_, (m, _))| **m != 0)
+        .map(|(word, (m, v))| MatchWord { word, value: *v, mask: *m })
+        .collect()
+}
+
+fn words_from(ws: &[MatchWord]) -> Result<([u64; Key::WORDS], [u64; Key::WORDS]), ConvertError> {
+    let mut value = [0u64; Key::WORDS];
+    let mut mask = [0u64; Key::WORDS];
+    for w in ws {
+        if w.word >= Key::WORDS {
+            return Err(ConvertError::BadWord(w.word, Key::WORDS));
+        }
+        mask[w.word] |= w.mask;
+        value[w.word] = (value[w.word] & !w.mask) | (w.value & w.mask);
+    }
+    Ok((value, mask))
 }
 
 /// One masked word of a rule's match: `key.words()[word] & mask == value`.
@@ -791,6 +895,13 @@ pub enum FieldMsg {
     ArpTha,
     Metadata,
     Reg(u8),
+    EthType,
+    VlanTci,
+    IpProto,
+    IpFrag,
+    TcpFlags,
+    NdTarget,
+    Ipv6Label,
 }
 
 /// [`SlowPathReason`] on the wire.
@@ -839,6 +950,19 @@ pub enum ActionMsg {
         a: FieldMsg,
         /// The other.
         b: FieldMsg,
+    },
+    /// [`Action::MoveBits`].
+    MoveBits {
+        /// Source.
+        src: FieldMsg,
+        /// First source bit.
+        src_ofs: u8,
+        /// Destination.
+        dst: FieldMsg,
+        /// First destination bit.
+        dst_ofs: u8,
+        /// Bits.
+        n_bits: u8,
     },
     /// [`Action::PushVlan`].
     PushVlan {
@@ -913,6 +1037,13 @@ impl From<Field> for FieldMsg {
             Field::ArpTha => FieldMsg::ArpTha,
             Field::Metadata => FieldMsg::Metadata,
             Field::Reg(r) => FieldMsg::Reg(r),
+            Field::EthType => FieldMsg::EthType,
+            Field::VlanTci => FieldMsg::VlanTci,
+            Field::IpProto => FieldMsg::IpProto,
+            Field::IpFrag => FieldMsg::IpFrag,
+            Field::TcpFlags => FieldMsg::TcpFlags,
+            Field::NdTarget => FieldMsg::NdTarget,
+            Field::Ipv6Label => FieldMsg::Ipv6Label,
         }
     }
 }
@@ -936,6 +1067,13 @@ impl TryFrom<FieldMsg> for Field {
             // Field::span clamps larger registers; refuse them instead.
             FieldMsg::Reg(r) if r <= 15 => Field::Reg(r),
             FieldMsg::Reg(r) => return Err(ConvertError::BadRegister(r)),
+            FieldMsg::EthType => Field::EthType,
+            FieldMsg::VlanTci => Field::VlanTci,
+            FieldMsg::IpProto => Field::IpProto,
+            FieldMsg::IpFrag => Field::IpFrag,
+            FieldMsg::TcpFlags => Field::TcpFlags,
+            FieldMsg::NdTarget => Field::NdTarget,
+            FieldMsg::Ipv6Label => Field::Ipv6Label,
         })
     }
 }
@@ -978,6 +1116,13 @@ impl From<&Action> for ActionMsg {
             Action::Set { field, value, mask } => ActionMsg::Set { field: (*field).into(), value: *value, mask: *mask },
             Action::Move { src, dst } => ActionMsg::Move { src: (*src).into(), dst: (*dst).into() },
             Action::Exchange(a, b) => ActionMsg::Exchange { a: (*a).into(), b: (*b).into() },
+            Action::MoveBits { src, src_ofs, dst, dst_ofs, n_bits } => ActionMsg::MoveBits {
+                src: (*src).into(),
+                src_ofs: *src_ofs,
+                dst: (*dst).into(),
+                dst_ofs: *dst_ofs,
+                n_bits: *n_bits,
+            },
             Action::PushVlan(tci) => ActionMsg::PushVlan { tci: *tci },
             Action::PopVlan => ActionMsg::PopVlan,
             Action::Output => ActionMsg::Output,
@@ -1000,6 +1145,13 @@ impl TryFrom<&ActionMsg> for Action {
             }
             ActionMsg::Move { src, dst } => Action::Move { src: (*src).try_into()?, dst: (*dst).try_into()? },
             ActionMsg::Exchange { a, b } => Action::Exchange((*a).try_into()?, (*b).try_into()?),
+            ActionMsg::MoveBits { src, src_ofs, dst, dst_ofs, n_bits } => Action::MoveBits {
+                src: (*src).try_into()?,
+                src_ofs: *src_ofs,
+                dst: (*dst).try_into()?,
+                dst_ofs: *dst_ofs,
+                n_bits: *n_bits,
+            },
             ActionMsg::PushVlan { tci } => Action::PushVlan(*tci),
             ActionMsg::PopVlan => Action::PopVlan,
             ActionMsg::Output => Action::Output,
@@ -1055,13 +1207,37 @@ impl TryFrom<&RuleMsg> for Rule {
 
 impl From<&Stage> for StageMsg {
     fn from(s: &Stage) -> Self {
-        StageMsg { name: s.name.clone(), rules: s.rules().iter().map(RuleMsg::from).collect() }
+        StageMsg {
+            name: s.name.clone(),
+            rules: s.rules().iter().map(RuleMsg::from).collect(),
+            conj: s
+                .conj_rules()
+                .iter()
+                .map(|c| ConjRuleMsg {
+                    rule: RuleMsg::from(&c.rule),
+                    dims: c.dims.iter().map(|d| d.alternatives().map(|(v, m)| words_of(&v, &m)).collect()).collect(),
+                })
+                .collect(),
+        }
     }
 }
 
 fn stage_from_msg(s: &StageMsg) -> Result<Arc<Stage>, ConvertError> {
     let rules = s.rules.iter().map(Rule::try_from).collect::<Result<Vec<_>, _>>()?;
-    Ok(Arc::new(Stage::new(s.name.clone(), rules)))
+    if s.conj.is_empty() {
+        return Ok(Arc::new(Stage::new(s.name.clone(), rules)));
+    }
+    let mut conj = Vec::with_capacity(s.conj.len());
+    for c in &s.conj {
+        let rule = Rule::try_from(&c.rule)?;
+        let mut dims = Vec::with_capacity(c.dims.len());
+        for d in &c.dims {
+            let alts = d.iter().map(|a| words_from(a)).collect::<Result<Vec<_>, _>>()?;
+            dims.push(table::Dim::new(alts));
+        }
+        conj.push(table::ConjRule { rule, dims });
+    }
+    Ok(Arc::new(Stage::with_conj(s.name.clone(), rules, conj)))
 }
 
 impl From<Binding> for BindingMsg {
@@ -1070,6 +1246,7 @@ impl From<Binding> for BindingMsg {
             Binding::Local { port, vlan } => BindingMsg::Local { port, vlan },
             Binding::Remote { chassis } => BindingMsg::Remote { chassis },
             Binding::Localnet { uplink, vlan } => BindingMsg::Localnet { uplink, vlan },
+            Binding::Refused => BindingMsg::Refused,
         }
     }
 }
@@ -1080,6 +1257,7 @@ impl From<BindingMsg> for Binding {
             BindingMsg::Local { port, vlan } => Binding::Local { port, vlan },
             BindingMsg::Remote { chassis } => Binding::Remote { chassis },
             BindingMsg::Localnet { uplink, vlan } => Binding::Localnet { uplink, vlan },
+            BindingMsg::Refused => Binding::Refused,
         }
     }
 }
@@ -1144,6 +1322,17 @@ impl From<&Snapshot> for SnapshotMsg {
                 .map(|lp| lp.map(|lp| LocalPortMsg { datapath: lp.datapath, port: lp.port }))
                 .collect(),
             chassis: s.chassis.iter().map(|c| ChassisMsg { name: c.name.clone(), ip: c.ip }).collect(),
+            vlan_ports: s
+                .vlan_ports
+                .iter()
+                .map(|(&(index, vlan), lp)| VlanPortMsg {
+                    index,
+                    vlan,
+                    port: LocalPortMsg { datapath: lp.datapath, port: lp.port },
+                })
+                .collect(),
+            refusals: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -1170,6 +1359,11 @@ impl SnapshotMsg {
                 .map(|lp| lp.map(|lp| table::LocalPort { datapath: lp.datapath, port: lp.port }))
                 .collect(),
             chassis: self.chassis.iter().map(|c| table::RemoteChassis { name: c.name.clone(), ip: c.ip }).collect(),
+            vlan_ports: self
+                .vlan_ports
+                .iter()
+                .map(|v| ((v.index, v.vlan), table::LocalPort { datapath: v.port.datapath, port: v.port.port }))
+                .collect(),
         };
         snap.validate()?;
         Ok(snap)
@@ -1265,7 +1459,7 @@ pub fn apply_changes(base: &Snapshot, changes: &[Change]) -> Result<Snapshot, Co
                 let st = stage_mut(&mut s, *datapath, *pipeline, *stage)?;
                 let mut rules = st.rules().to_vec();
                 rules.push(rule);
-                *st = Arc::new(Stage::new(st.name.clone(), rules));
+                *st = Arc::new(Stage::with_conj(st.name.clone(), rules, st.conj_rules().to_vec()));
             }
             Change::RemoveRules { datapath, pipeline, stage, cookie } => {
                 let st = stage_mut(&mut s, *datapath, *pipeline, *stage)?;
@@ -1273,7 +1467,7 @@ pub fn apply_changes(base: &Snapshot, changes: &[Change]) -> Result<Snapshot, Co
                 if rules.len() == st.rules().len() {
                     return Err(ConvertError::NoRule(*datapath, pipeline.name(), *stage, *cookie));
                 }
-                *st = Arc::new(Stage::new(st.name.clone(), rules));
+                *st = Arc::new(Stage::with_conj(st.name.clone(), rules, st.conj_rules().to_vec()));
             }
             Change::SetBinding { datapath, port, binding, name } => {
                 let dp = s.datapaths.get_mut(datapath).ok_or(ConvertError::NoDatapath(*datapath))?;

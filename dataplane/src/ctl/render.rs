@@ -200,6 +200,13 @@ fn field_name(f: Field) -> String {
         Field::ArpTha => "arp.tha".into(),
         Field::Metadata => "metadata".into(),
         Field::Reg(r) => REG_NAMES.get(usize::from(r)).map_or_else(|| format!("reg{r}"), |s| (*s).to_owned()),
+        Field::EthType => "eth.type".into(),
+        Field::VlanTci => "vlan.tci".into(),
+        Field::IpProto => "ip.proto".into(),
+        Field::IpFrag => "ip.frag".into(),
+        Field::TcpFlags => "tcp.flags".into(),
+        Field::NdTarget => "nd.target".into(),
+        Field::Ipv6Label => "ip6.label".into(),
     }
 }
 
@@ -210,7 +217,7 @@ fn fmt_field_value(f: Field, v: u128) -> String {
     let b = &be[16 - len..];
     match f {
         Field::EthSrc | Field::EthDst | Field::ArpSha | Field::ArpTha => fmt_mac(b),
-        Field::IpSrc | Field::IpDst => fmt_ip(b),
+        Field::IpSrc | Field::IpDst | Field::NdTarget => fmt_ip(b),
         _ => v.to_string(),
     }
 }
@@ -240,6 +247,10 @@ pub fn fmt_action(a: &Action) -> String {
         }
         Action::Move { src, dst } => format!("{} = {};", field_name(*dst), field_name(*src)),
         Action::Exchange(a, b) => format!("{} <-> {};", field_name(*a), field_name(*b)),
+        Action::MoveBits { src, src_ofs, dst, dst_ofs, n_bits } => {
+            let r = |o: &u8| format!("[{}..{}]", o, u16::from(*o) + u16::from(*n_bits) - 1);
+            format!("{}{} = {}{};", field_name(*dst), r(dst_ofs), field_name(*src), r(src_ofs))
+        }
         Action::PushVlan(tci) => format!("push_vlan(vid={}, pcp={});", tci & 0xfff, tci >> 13),
         Action::PopVlan => "pop_vlan;".into(),
         Action::Output => "output;".into(),
@@ -265,6 +276,7 @@ fn fmt_binding(b: &Binding, snap: &Snapshot) -> String {
             format!("chassis {chassis} ({})", c.map_or("?".to_owned(), |c| format!("{} {}", c.name, c.ip)))
         }
         Binding::Localnet { uplink, vlan: v } => format!("localnet uplink {uplink}{}", vlan(v)),
+        Binding::Refused => "refused (not supported here)".into(),
     }
 }
 
@@ -283,6 +295,16 @@ fn stage_dump(i: usize, s: &Stage) -> StageDump {
                 matches: fmt_match(r),
                 actions: fmt_actions(&r.actions),
             })
+            .chain(s.conj_rules().iter().map(|c| {
+                let dims: Vec<String> = c.dims.iter().map(|d| format!("one of {}", d.len())).collect();
+                let base = fmt_match(&c.rule);
+                RuleDump {
+                    priority: c.rule.priority,
+                    cookie: c.rule.cookie,
+                    matches: format!("{base} && conjunction({})", dims.join(", ")),
+                    actions: fmt_actions(&c.rule.actions),
+                }
+            }))
             .collect(),
     }
 }
@@ -360,7 +382,11 @@ pub fn logical_port(snap: &Snapshot, index: u16) -> Option<LogicalPortInfo> {
 
 /// Total rules in a snapshot (for `show`).
 pub fn n_rules(snap: &Snapshot) -> usize {
-    snap.datapaths.values().flat_map(|d| d.ingress.stages.iter().chain(&d.egress.stages)).map(|s| s.rules().len()).sum()
+    snap.datapaths
+        .values()
+        .flat_map(|d| d.ingress.stages.iter().chain(&d.egress.stages))
+        .map(|s| s.rules().len() + s.conj_rules().len())
+        .sum()
 }
 
 // ---------------------------------------------------------------- trace
@@ -633,6 +659,32 @@ pub fn trace_text(r: &TraceReply) -> String {
         if let Some(d) = &r.drop {
             let _ = writeln!(s, "(a branch was dropped: {d})");
         }
+    }
+    s
+}
+
+/// `petrelctl refusals`: refused flows and ports, grouped by datapath.
+pub fn refusals(r: &super::proto::RefusalsReply) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "generation {}: {} refused", r.generation, r.refusals.len());
+    let mut last: Option<&str> = None;
+    for x in &r.refusals {
+        if last != Some(x.datapath.as_str()) {
+            let _ = writeln!(s, "datapath {} (key {}):", x.datapath, x.datapath_key);
+            last = Some(x.datapath.as_str());
+        }
+        match x.pipeline.as_str() {
+            "port" | "datapath" => {
+                let _ = writeln!(s, "  {} {} [{}]: {}", x.pipeline, x.stage, x.uuid, x.what);
+            }
+            p => {
+                let _ = writeln!(s, "  {p} table {} ({}) flow {}: {}", x.table, x.stage, x.uuid, x.what);
+            }
+        }
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
     }
     s
 }

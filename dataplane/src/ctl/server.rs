@@ -30,9 +30,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::proto::{
-    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, PmdStatsReply, Reply,
-    Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME, PROTOCOL_MAJOR,
-    PROTOCOL_MINOR, REQUEST_TYPES,
+    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, PmdStatsReply,
+    RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
+    PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
 };
 
 /// What the server asks of the running node (petreld, or a test's fake).
@@ -75,6 +75,10 @@ pub trait Node: Send + Sync + 'static {
     fn apply(&self, changes: Vec<Change>) -> Result<u64, ErrorReply>;
     /// All raw counters.
     fn stats(&self) -> StatsReply;
+    /// What the compiler refused in the running tables.
+    fn refusals(&self) -> RefusalsReply {
+        RefusalsReply::default()
+    }
 }
 
 /// Default path of petreld's control socket.
@@ -460,6 +464,7 @@ fn dispatch(ctx: &Ctx, req: Request) -> (Response, bool) {
             Request::PublishSnapshot(s) => Reply::Generation(node.publish(s)?),
             Request::ApplyChanges(c) => Reply::Generation(node.apply(c)?),
             Request::Stats => Reply::Stats(node.stats()),
+            Request::Refusals => Reply::Refusals(node.refusals()),
         })
     }));
     match r {

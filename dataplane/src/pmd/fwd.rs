@@ -346,7 +346,8 @@ impl Engine {
             Err(why) => return self.drop_pkt(in_port, m, why),
         };
         if let Some(snap) = self.snap.take() {
-            let bound = snap.local_ports.get(in_port).is_some_and(Option::is_some);
+            let bound = snap.local_ports.get(in_port).is_some_and(Option::is_some)
+                || (self.key.vlan_tci[0] != 0 && snap.is_vlan_bound(in_port));
             if bound {
                 self.logical(&snap, in_port, m, &layout, now);
                 self.snap = Some(snap);

@@ -37,6 +37,8 @@ pub const MAX_EMITS: usize = 16;
 pub const MAX_DEPTH: usize = 64;
 /// Most rules one packet may run.
 pub const MAX_STEPS: u32 = 1024;
+/// Logical registers reg0..reg9, cleared between the pipelines.
+const N_LOG_REGS: usize = 10;
 /// OVN `MLF_RX_FROM_TUNNEL`.
 pub const MLF_RX_FROM_TUNNEL: u32 = 1 << 16;
 /// Most remote chassis one flood reaches (dedup set size).
@@ -170,13 +172,27 @@ struct Walk<'o, T: Tracer> {
 pub fn run_from_port<T: Tracer>(snap: &Snapshot, port: u16, flow: &FlowKey, out: &mut Outcome, tr: &mut T) {
     out.reset();
     let mut w = Walk { out, tr };
-    let Some(Some(lp)) = snap.local_ports.get(usize::from(port)) else {
-        return w.drop(DropReason::NotBound, 0);
+    let mut key = Key { flow: *flow, ..Key::default() };
+    // A tagged packet of a child port or a tagged localnet network: the
+    // tag says which logical port it is, and is removed (physical.c).
+    let tagged = (flow.vlan_tci[0] != 0).then(|| snap.vlan_ports.get(&(port, flow.vlan_tci[0] & 0x0fff))).flatten();
+    let lp = match tagged {
+        Some(lp) => {
+            key.flow.vlan_tci[0] = key.flow.vlan_tci[1];
+            key.flow.vlan_tci[1] = 0;
+            if key.flow.vlan_tci[0] == 0 {
+                key.flow.vlan_tpid = 0;
+            }
+            lp
+        }
+        None => match snap.local_ports.get(usize::from(port)) {
+            Some(Some(lp)) => lp,
+            _ => return w.drop(DropReason::NotBound, 0),
+        },
     };
     let Some(dp) = snap.datapaths.get(&lp.datapath) else {
         return w.drop(DropReason::NotBound, 0);
     };
-    let mut key = Key { flow: *flow, ..Key::default() };
     key.meta.metadata = u64::from(dp.key);
     key.meta.regs[REG_INPORT] = lp.port;
     w.stage(dp, false, 0, &mut key, 0);
@@ -266,6 +282,11 @@ impl<T: Tracer> Walk<'_, T> {
                     a.set(key, vb, u128::MAX);
                     b.set(key, va, u128::MAX);
                 }
+                Action::MoveBits { src, src_ofs, dst, dst_ofs, n_bits } => {
+                    let ones = if *n_bits >= 128 { u128::MAX } else { (1u128 << n_bits) - 1 };
+                    let v = (src.get(key) >> src_ofs) & ones;
+                    dst.set(key, v << dst_ofs, ones << dst_ofs);
+                }
                 Action::PushVlan(tci) => {
                     key.flow.vlan_tci[1] = key.flow.vlan_tci[0];
                     key.flow.vlan_tci[0] = tci | crate::flow::VLAN_CFI;
@@ -328,10 +349,11 @@ impl<T: Tracer> Walk<'_, T> {
                         let t = self.tunnel(dp, key, *chassis, outport);
                         self.emit(key, t, depth);
                     }
+                    Some(Binding::Refused) => self.drop(DropReason::Unsupported, depth),
                     Some(_) => {
                         let mut copy = *key;
                         copy.meta.regs[REG_OUTPORT] = m;
-                        self.stage(dp, true, 0, &mut copy, depth + 1);
+                        self.egress(dp, &mut copy, depth + 1);
                     }
                     None => self.drop(DropReason::NoBinding, depth),
                 }
@@ -347,9 +369,21 @@ impl<T: Tracer> Walk<'_, T> {
                 let t = self.tunnel(dp, key, *chassis, outport);
                 self.emit(key, t, depth);
             }
-            Some(_) => self.stage(dp, true, 0, key, depth + 1),
+            Some(Binding::Refused) => self.drop(DropReason::Unsupported, depth),
+            Some(_) => self.egress(dp, key, depth + 1),
             None => self.drop(DropReason::NoBinding, depth),
         }
+    }
+
+    /// Into the egress pipeline, as ovn-controller's tables 40 and 41 do:
+    /// back to the inport only with `flags.loopback`, and with the logical
+    /// registers cleared (so local and tunnelled copies see the same).
+    fn egress(&mut self, dp: &Datapath, key: &mut Key, depth: usize) {
+        if key.outport() == key.inport() && key.meta.regs[REG_FLAGS] & MLF_ALLOW_LOOPBACK == 0 {
+            return self.drop(DropReason::Loopback, depth);
+        }
+        key.meta.regs[..N_LOG_REGS].fill(0);
+        self.stage(dp, true, 0, key, depth);
     }
 
     fn tunnel(&self, dp: &Datapath, key: &Key, chassis: u16, egress: u32) -> Target {
@@ -374,6 +408,7 @@ impl<T: Tracer> Walk<'_, T> {
             Some(Binding::Localnet { uplink, vlan }) => {
                 self.emit(key, Target::Localnet { uplink: *uplink, vlan: *vlan }, depth);
             }
+            Some(Binding::Refused) => self.drop(DropReason::Unsupported, depth),
             Some(Binding::Remote { .. }) | None => self.drop(DropReason::NoBinding, depth),
         }
     }

@@ -81,7 +81,7 @@ const _: () = assert!(core::mem::size_of::<Key>() % 8 == 0);
 /// Packet fields written by actions change only the key while the pipeline
 /// runs; the packet is rewritten once per output from the difference between
 /// the final key and the received one (as OVS commits `set_field`s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Field {
     /// `eth.src`.
     EthSrc,
@@ -109,6 +109,21 @@ pub enum Field {
     Metadata,
     /// Register 0..15.
     Reg(u8),
+    /// `eth.type` (match only: no action writes it).
+    EthType,
+    /// `vlan.tci` of the outer tag, with the present bit (0x1000) as OVN's
+    /// `vlan.present`.
+    VlanTci,
+    /// `ip.proto` (match only).
+    IpProto,
+    /// `ip.frag`: bit 0 any fragment, bit 1 a later fragment (match only).
+    IpFrag,
+    /// `tcp.flags` (match only).
+    TcpFlags,
+    /// `nd.target`.
+    NdTarget,
+    /// `ip6.label` (match only).
+    Ipv6Label,
 }
 
 impl Field {
@@ -131,6 +146,13 @@ impl Field {
             Field::ArpTha => (f + offset_of!(FlowKey, arp_tha), 6),
             Field::Metadata => (m + offset_of!(Meta, metadata), 8),
             Field::Reg(r) => (m + offset_of!(Meta, regs) + 4 * usize::from(r.min(15)), 4),
+            Field::EthType => (f + offset_of!(FlowKey, dl_type), 2),
+            Field::VlanTci => (f + offset_of!(FlowKey, vlan_tci), 2),
+            Field::IpProto => (f + offset_of!(FlowKey, nw_proto), 1),
+            Field::IpFrag => (f + offset_of!(FlowKey, nw_frag), 1),
+            Field::TcpFlags => (f + offset_of!(FlowKey, tcp_flags), 2),
+            Field::NdTarget => (f + offset_of!(FlowKey, nd_target), 16),
+            Field::Ipv6Label => (f + offset_of!(FlowKey, ipv6_label), 4),
         }
     }
 
@@ -174,7 +196,19 @@ impl Field {
     fn is_int(self) -> bool {
         matches!(
             self,
-            Field::IpTtl | Field::IpTos | Field::TpSrc | Field::TpDst | Field::ArpOp | Field::Metadata | Field::Reg(_)
+            Field::IpTtl
+                | Field::IpTos
+                | Field::TpSrc
+                | Field::TpDst
+                | Field::ArpOp
+                | Field::Metadata
+                | Field::Reg(_)
+                | Field::EthType
+                | Field::VlanTci
+                | Field::IpProto
+                | Field::IpFrag
+                | Field::TcpFlags
+                | Field::Ipv6Label
         ) && cfg!(target_endian = "little")
     }
 

@@ -78,6 +78,21 @@ pub enum Action {
     },
     /// `a <-> b` (whole fields of equal width).
     Exchange(Field, Field),
+    /// `dst[dst_ofs..] = src[src_ofs..]` over `n_bits` bits (OVN moves of
+    /// sub-fields, `reg0[15] = flags[12]`), bits numbered as [`Field::get`]
+    /// numbers them (bit 0 is the least significant).
+    MoveBits {
+        /// Source field.
+        src: Field,
+        /// First source bit.
+        src_ofs: u8,
+        /// Destination field.
+        dst: Field,
+        /// First destination bit.
+        dst_ofs: u8,
+        /// Number of bits (1..=128).
+        n_bits: u8,
+    },
     /// Push an 802.1Q tag with this TCI.
     PushVlan(u16),
     /// Pop the outer VLAN tag.
@@ -138,6 +153,83 @@ impl Rule {
     }
 }
 
+/// One dimension of a [`ConjRule`]: the key must match at least one of
+/// these (value, mask) alternatives. Alternatives are grouped by mask, so a
+/// check is one masked hash lookup per distinct mask.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dim {
+    /// (mask, masked values).
+    groups: Vec<([u64; Key::WORDS], std::collections::HashSet<[u64; Key::WORDS]>)>,
+}
+
+impl Dim {
+    /// A dimension from (value, mask) alternatives.
+    pub fn new(alts: impl IntoIterator<Item = ([u64; Key::WORDS], [u64; Key::WORDS])>) -> Self {
+        let mut d = Dim::default();
+        for (v, m) in alts {
+            let mut mv = [0u64; Key::WORDS];
+            for i in 0..Key::WORDS {
+                mv[i] = v[i] & m[i];
+            }
+            match d.groups.iter_mut().find(|g| g.0 == m) {
+                Some(g) => {
+                    g.1.insert(mv);
+                }
+                None => d.groups.push((m, [mv].into_iter().collect())),
+            }
+        }
+        d
+    }
+
+    /// The alternatives, as (value, mask).
+    pub fn alternatives(&self) -> impl Iterator<Item = ([u64; Key::WORDS], [u64; Key::WORDS])> + '_ {
+        self.groups.iter().flat_map(|(m, vs)| vs.iter().map(move |v| (*v, *m)))
+    }
+
+    /// Number of alternatives.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.1.len()).sum()
+    }
+
+    /// Whether there are none (then nothing matches).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn matches(&self, words: &[u64; Key::WORDS]) -> bool {
+        self.groups.iter().any(|(m, vs)| {
+            let mut k = [0u64; Key::WORDS];
+            for i in 0..Key::WORDS {
+                k[i] = words[i] & m[i];
+            }
+            vs.contains(&k)
+        })
+    }
+}
+
+/// A conjunctive rule (OVS `conjunction`, as ovn-controller uses it for
+/// `a == {set} && b == {set}`): it matches when its base rule's match does
+/// and every dimension has a matching alternative, without expanding the
+/// cross product into `|a| x |b|` rules. Looked up only after the stage's
+/// classifier, and only above the priority of what that found (ties go to
+/// the plain rule), so stages without them cost nothing more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConjRule {
+    /// Priority, the common part of the match, actions and cookie.
+    pub rule: Rule,
+    /// Dimensions (at least two).
+    pub dims: Vec<Dim>,
+}
+
+impl ConjRule {
+    /// Whether `words` matches.
+    #[inline]
+    pub fn matches(&self, words: &[u64; Key::WORDS]) -> bool {
+        self.rule.matches(words) && self.dims.iter().all(|d| d.matches(words))
+    }
+}
+
 /// One stage (logical table) of a pipeline: its rules, and a tuple-space
 /// classifier over them (`flow::dpcls`) that finds the highest-priority
 /// match, equal priorities going to the rule listed first.
@@ -148,6 +240,8 @@ pub struct Stage {
     rules: Vec<Rule>,
     /// Index into `rules` of each classifier entry.
     cls: Classifier<{ Key::WORDS }, u32>,
+    /// Conjunctive rules, highest priority first.
+    conj: Vec<ConjRule>,
 }
 
 impl Stage {
@@ -163,7 +257,21 @@ impl Stage {
             let i = u32::try_from(i).expect("fewer than 2^32 rules per stage");
             cls.insert(dpcls::Rule::new(r.value, r.mask, r.priority), i);
         }
-        Stage { name: name.into(), rules, cls }
+        Stage { name: name.into(), rules, cls, conj: Vec::new() }
+    }
+
+    /// A stage with rules and conjunctive rules.
+    pub fn with_conj(name: impl Into<String>, rules: Vec<Rule>, conj: Vec<ConjRule>) -> Self {
+        let mut st = Stage::new(name, rules);
+        let mut conj = conj;
+        conj.sort_by_key(|c| std::cmp::Reverse(c.rule.priority));
+        st.conj = conj;
+        st
+    }
+
+    /// The conjunctive rules, highest priority first.
+    pub fn conj_rules(&self) -> &[ConjRule] {
+        &self.conj
     }
 
     /// The rules, highest priority first.
@@ -179,7 +287,20 @@ impl Stage {
     /// The highest-priority rule matching `words`.
     #[inline]
     pub fn lookup(&self, words: &[u64; Key::WORDS]) -> Option<&Rule> {
-        self.cls.lookup(words).and_then(|(_, i)| self.rules.get(*i as usize))
+        let r = self.cls.lookup(words).and_then(|(_, i)| self.rules.get(*i as usize));
+        if self.conj.is_empty() {
+            return r;
+        }
+        let floor = r.map(|r| r.priority);
+        for c in &self.conj {
+            if floor.is_some_and(|p| c.rule.priority <= p) {
+                break;
+            }
+            if c.matches(words) {
+                return Some(&c.rule);
+            }
+        }
+        r
     }
 }
 
@@ -212,6 +333,10 @@ pub enum Binding {
         /// VLAN tag of the physical network, if any.
         vlan: Option<u16>,
     },
+    /// A port Petrel cannot deliver to (a patch port to a logical router,
+    /// a chassisredirect or vtep port): packets sent to it are dropped as
+    /// `unsupported`, and the compiler reports it.
+    Refused,
 }
 
 /// A logical datapath (logical switch or router).
@@ -263,6 +388,11 @@ pub struct Snapshot {
     pub local_ports: Vec<Option<LocalPort>>,
     /// Remote chassis, indexed by [`Binding::Remote`].
     pub chassis: Vec<RemoteChassis>,
+    /// `(petreld port, VLAN id)` → the logical port a tagged packet on that
+    /// port belongs to (OVN child ports behind a parent VIF, tagged
+    /// localnet networks on an uplink). The tag is removed before the
+    /// ingress pipeline, as ovn-controller's `physical.c` strips it.
+    pub vlan_ports: BTreeMap<(u16, u16), LocalPort>,
 }
 
 /// Where `petreld` publishes snapshots and PMDs read them: RCU-style, a
@@ -300,9 +430,17 @@ pub enum SnapshotError {
     UnknownDatapath(usize, u32),
     /// datapath {0}: rule {1:#x}: {2} and {3} have different widths
     WidthMismatch(u32, u64, String, String),
+    /// datapath {0}: rule {1:#x}: bit move out of the range of {2}
+    BadBits(u32, u64, String),
 }
 
 impl Snapshot {
+    /// Whether port `index` has tagged logical ports behind it.
+    pub fn is_vlan_bound(&self, index: usize) -> bool {
+        let Ok(p) = u16::try_from(index) else { return false };
+        self.vlan_ports.range((p, 0)..=(p, u16::MAX)).next().is_some()
+    }
+
     /// Checks the invariants the executor relies on: `next` only moves
     /// forward (so every walk ends), bindings point at things that exist,
     /// moved fields have equal widths.
@@ -310,6 +448,11 @@ impl Snapshot {
     /// # Errors
     /// The first violation found.
     pub fn validate(&self) -> Result<(), SnapshotError> {
+        for (&(i, _), lp) in &self.vlan_ports {
+            if !self.datapaths.contains_key(&lp.datapath) {
+                return Err(SnapshotError::UnknownDatapath(usize::from(i), lp.datapath));
+            }
+        }
         for (i, lp) in self.local_ports.iter().enumerate() {
             if let Some(lp) = lp {
                 if !self.datapaths.contains_key(&lp.datapath) {
@@ -327,7 +470,7 @@ impl Snapshot {
             }
             for p in [&dp.ingress, &dp.egress] {
                 for (si, st) in p.stages.iter().enumerate() {
-                    for r in st.rules() {
+                    for r in st.rules().iter().chain(st.conj_rules().iter().map(|c| &c.rule)) {
                         check_actions(dp.key, st, si, p.stages.len(), r, &r.actions)?;
                     }
                 }
@@ -345,6 +488,14 @@ fn check_actions(dp: u32, st: &Stage, si: usize, n: usize, r: &Rule, acts: &[Act
             }
             Action::Move { src, dst } | Action::Exchange(src, dst) if src.bits() != dst.bits() => {
                 return Err(SnapshotError::WidthMismatch(dp, r.cookie, format!("{src:?}"), format!("{dst:?}")));
+            }
+            Action::MoveBits { src, src_ofs, dst, dst_ofs, n_bits } => {
+                let n = u32::from(*n_bits);
+                for (f, o) in [(src, src_ofs), (dst, dst_ofs)] {
+                    if n == 0 || u32::from(*o) + n > f.bits() {
+                        return Err(SnapshotError::BadBits(dp, r.cookie, format!("{f:?}")));
+                    }
+                }
             }
             Action::Clone(inner) => check_actions(dp, st, si, n, r, inner)?,
             _ => {}

@@ -70,6 +70,7 @@ fn switch() -> Snapshot {
     let mut datapaths = BTreeMap::new();
     datapaths.insert(1, Arc::new(dp));
     let snap = Snapshot {
+        vlan_ports: Default::default(),
         generation: 1,
         datapaths,
         local_ports: vec![Some(LocalPort { datapath: 1, port: 1 }), Some(LocalPort { datapath: 1, port: 2 }), None],

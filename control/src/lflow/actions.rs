@@ -1,0 +1,335 @@
+//! OVN actions (ovn-sb(5) "actions", `lib/actions.c`) as table-runtime
+//! [`Action`]s.
+//!
+//! Stage numbers in [`Action::Next`] are OVN table numbers (or the
+//! auxiliary tables below) until [`super::compile`] lays the stages out and
+//! renumbers them. The "result" actions that ovn-controller implements as a
+//! resubmit into a table it fills itself (`check_in_port_sec()`,
+//! `lookup_fdb()`, `get_fdb()`) become the same here: clear a flag bit,
+//! resubmit (`next` returns, like OpenFlow's resubmit) into an auxiliary
+//! stage, move the bit (`encode_result_action__` in actions.c).
+
+use petrel_dataplane::drop::DropReason;
+use petrel_dataplane::table::{Action, Field, SlowPathReason};
+
+use super::expr::{resolve_field, ExprError, Resolve};
+use super::parse::{arg_field, Act, Const, FieldRef, Rhs, Tok};
+use super::symtab::LField;
+
+/// Auxiliary ingress stage: `check_in_port_sec()` (OFTABLE_CHK_IN_PORT_SEC).
+pub const AUX_IN_PORT_SEC: u16 = 1000;
+/// Auxiliary ingress stage: ARP/ND part of port security (OFTABLE_CHK_IN_PORT_SEC_ND).
+pub const AUX_IN_PORT_SEC_ND: u16 = 1001;
+/// Auxiliary ingress stage: `lookup_fdb()` (OFTABLE_LOOKUP_FDB).
+pub const AUX_LOOKUP_FDB: u16 = 1002;
+/// Auxiliary ingress stage: `get_fdb()` (OFTABLE_GET_FDB).
+pub const AUX_GET_FDB: u16 = 1003;
+/// Auxiliary egress stage: `check_out_port_sec()` (OFTABLE_CHK_OUT_PORT_SEC).
+pub const AUX_OUT_PORT_SEC: u16 = 1000;
+
+/// `MLF_CHECK_PORT_SEC_BIT`.
+pub const FLAG_PORT_SEC: u8 = 12;
+/// `MLF_LOOKUP_FDB_BIT`.
+pub const FLAG_LOOKUP_FDB: u8 = 8;
+
+/// Where the actions run.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Names in this datapath.
+    pub resolve: &'a dyn Resolve,
+    /// OVN table of the flow.
+    pub table: u16,
+    /// Egress pipeline?
+    pub egress: bool,
+    /// Ports named (for dependency tracking).
+    pub ports: &'a mut std::collections::BTreeSet<String>,
+    /// Things accepted without effect (`log()`), for the report.
+    pub notes: &'a mut Vec<String>,
+}
+
+impl std::fmt::Debug for dyn Resolve + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolve")
+    }
+}
+
+fn unsupported<T>(pos: usize, msg: impl Into<String>) -> Result<T, ExprError> {
+    Err(ExprError { pos, msg: msg.into(), unsupported: true })
+}
+
+fn bad<T>(pos: usize, msg: impl Into<String>) -> Result<T, ExprError> {
+    Err(ExprError { pos, msg: msg.into(), unsupported: false })
+}
+
+fn ones(w: u32) -> u128 {
+    if w >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << w) - 1
+    }
+}
+
+fn u8_of(v: u32) -> u8 {
+    u8::try_from(v).unwrap_or(u8::MAX)
+}
+
+fn writable(f: Field) -> bool {
+    matches!(
+        f,
+        Field::EthSrc
+            | Field::EthDst
+            | Field::IpSrc
+            | Field::IpDst
+            | Field::IpTtl
+            | Field::IpTos
+            | Field::TpSrc
+            | Field::TpDst
+            | Field::ArpOp
+            | Field::ArpSha
+            | Field::ArpTha
+            | Field::Reg(_)
+    )
+}
+
+fn dst_field(f: &FieldRef) -> Result<LField, ExprError> {
+    let lf = resolve_field(f)?;
+    if let Some((fld, _, _)) = lf.parts.iter().find(|p| !writable(p.0)) {
+        return unsupported(f.pos, format!("writing `{f}` ({fld:?}) is not implemented"));
+    }
+    Ok(lf)
+}
+
+/// `dst = value` over the parts of `lf`.
+fn set(lf: &LField, value: u128, out: &mut Vec<Action>) {
+    if lf.ipv4_mapped {
+        // Whole IPv4 fields are stored IPv4-mapped: write all 128 bits.
+        let (f, _, _) = lf.parts[0];
+        let v = std::net::Ipv4Addr::from(u32::try_from(value & 0xffff_ffff).unwrap_or(0)).to_ipv6_mapped().to_bits();
+        out.push(Action::Set { field: f, value: v, mask: u128::MAX });
+        return;
+    }
+    let mut base = 0;
+    for &(f, ofs, w) in &lf.parts {
+        let v = (value >> base) & ones(w);
+        out.push(Action::Set { field: f, value: v << ofs, mask: ones(w) << ofs });
+        base += w;
+    }
+}
+
+/// `dst = src` (equal widths).
+fn mov(src: &LField, dst: &LField, pos: usize, out: &mut Vec<Action>) -> Result<(), ExprError> {
+    if src.width != dst.width {
+        return bad(pos, format!("cannot move {} bits into {} bits", src.width, dst.width));
+    }
+    if let ([(sf, 0, sw)], [(df, 0, dw)]) = (src.parts.as_slice(), dst.parts.as_slice()) {
+        if src.ipv4_mapped == dst.ipv4_mapped && *sw == sf.bits() && *dw == df.bits() && sf.bits() == df.bits() {
+            out.push(Action::Move { src: *sf, dst: *df });
+            return Ok(());
+        }
+        if src.ipv4_mapped && dst.ipv4_mapped {
+            out.push(Action::Move { src: *sf, dst: *df });
+            return Ok(());
+        }
+    }
+    // Bit by bit over aligned pieces of both part lists.
+    let pieces = |lf: &LField| -> Vec<(u32, Field, u32, u32)> {
+        let mut v = Vec::new();
+        let mut base = 0;
+        for &(f, o, w) in &lf.parts {
+            v.push((base, f, o, w));
+            base += w;
+        }
+        v
+    };
+    let (sp, dp) = (pieces(src), pieces(dst));
+    let mut bit = 0;
+    while bit < src.width {
+        let Some(&(sb, sf, so, sw)) = sp.iter().find(|p| p.0 <= bit && bit < p.0 + p.3) else { break };
+        let Some(&(db, df, dof, dw)) = dp.iter().find(|p| p.0 <= bit && bit < p.0 + p.3) else { break };
+        let n = (sb + sw).min(db + dw) - bit;
+        out.push(Action::MoveBits {
+            src: sf,
+            src_ofs: u8_of(so + bit - sb),
+            dst: df,
+            dst_ofs: u8_of(dof + bit - db),
+            n_bits: u8_of(n),
+        });
+        bit += n;
+    }
+    Ok(())
+}
+
+fn flag_field() -> LField {
+    LField { parts: vec![(Field::Reg(10), 0, 32)], width: 32, prereq: None, string: false, ipv4_mapped: false }
+}
+
+/// `dst = <result bit>` from an auxiliary stage (actions.c `encode_result_action__`).
+fn result_action(dst: &FieldRef, bit: u8, stage: u16, out: &mut Vec<Action>) -> Result<(), ExprError> {
+    let lf = dst_field(dst)?;
+    if lf.width != 1 {
+        return bad(dst.pos, format!("`{dst}` must be a 1-bit field"));
+    }
+    out.push(Action::Set { field: Field::Reg(10), value: 0, mask: 1 << bit });
+    out.push(Action::Next(stage));
+    let src = flag_field().sub(u32::from(bit), u32::from(bit)).ok_or(ExprError {
+        pos: dst.pos,
+        msg: "flag bit".into(),
+        unsupported: false,
+    })?;
+    mov(&src, &lf, dst.pos, out)
+}
+
+fn next_target(args: &[Vec<Tok>], cx: &Ctx<'_>, pos: usize) -> Result<u16, ExprError> {
+    let mut table = None;
+    for a in args {
+        match a.as_slice() {
+            [Tok::Num { value, .. }] => table = Some(*value),
+            [Tok::Id(k), Tok::P("="), Tok::Num { value, .. }] if k == "table" => table = Some(*value),
+            [Tok::Id(k), Tok::P("="), Tok::Id(p)] if k == "pipeline" => {
+                let egress = match p.as_str() {
+                    "ingress" => false,
+                    "egress" => true,
+                    _ => return bad(pos, format!("unknown pipeline `{p}`")),
+                };
+                if egress != cx.egress {
+                    return unsupported(pos, "`next` into the other pipeline (used by packet-generating actions)");
+                }
+            }
+            _ => return bad(pos, "bad `next` arguments"),
+        }
+    }
+    let t = table.unwrap_or(u128::from(cx.table) + 1);
+    u16::try_from(t).ok().filter(|t| *t < AUX_IN_PORT_SEC).ok_or(ExprError {
+        pos,
+        msg: format!("table {t} is out of range"),
+        unsupported: false,
+    })
+}
+
+fn port_value(name: &str, cx: &mut Ctx<'_>) -> u128 {
+    if name.is_empty() || name == "none" {
+        return 0;
+    }
+    cx.ports.insert(name.to_owned());
+    // An unknown port loads 0, which outputs nowhere (as ovn-controller).
+    u128::from(cx.resolve.port_key(name).unwrap_or(0))
+}
+
+/// Compiles an action list.
+///
+/// # Errors
+/// The first action Petrel cannot run (`unsupported`) or that is invalid.
+pub fn compile(acts: &[Act], cx: &mut Ctx<'_>) -> Result<Vec<Action>, ExprError> {
+    let mut out = Vec::new();
+    for a in acts {
+        match a {
+            Act::Exchange { a, b, pos } => {
+                let (la, lb) = (dst_field(a)?, dst_field(b)?);
+                match (la.parts.as_slice(), lb.parts.as_slice()) {
+                    ([(fa, 0, wa)], [(fb, 0, wb)]) if *wa == fa.bits() && *wb == fb.bits() && wa == wb => {
+                        out.push(Action::Exchange(*fa, *fb));
+                    }
+                    _ if la.ipv4_mapped && lb.ipv4_mapped => out.push(Action::Exchange(la.parts[0].0, lb.parts[0].0)),
+                    _ => return unsupported(*pos, format!("exchanging parts of fields (`{a} <-> {b}`)")),
+                }
+            }
+            Act::Assign { dst, rhs, pos } => match rhs {
+                Rhs::Const(c) => {
+                    let lf = dst_field(dst)?;
+                    let v = match c {
+                        Const::Str(s) if lf.string => port_value(s, cx),
+                        Const::Num { value, mask: None, .. } if !lf.string => {
+                            if value & !ones(lf.width) != 0 {
+                                return bad(*pos, format!("value is wider than `{dst}`"));
+                            }
+                            *value
+                        }
+                        _ => return bad(*pos, format!("bad value for `{dst}`")),
+                    };
+                    set(&lf, v, &mut out);
+                }
+                Rhs::Field(src) => {
+                    let lf = dst_field(dst)?;
+                    let ls = resolve_field(src)?;
+                    mov(&ls, &lf, *pos, &mut out)?;
+                }
+                Rhs::Call { name, args, pos } => match name.as_str() {
+                    "check_in_port_sec" if !cx.egress => result_action(dst, FLAG_PORT_SEC, AUX_IN_PORT_SEC, &mut out)?,
+                    "check_out_port_sec" if cx.egress => {
+                        result_action(dst, FLAG_PORT_SEC, AUX_OUT_PORT_SEC, &mut out)?;
+                    }
+                    "lookup_fdb" if !cx.egress => {
+                        let ok = matches!(args.as_slice(), [a, b]
+                            if arg_field(a).is_some_and(|f| f.name == "inport")
+                            && arg_field(b).is_some_and(|f| f.name == "eth.src"));
+                        if !ok {
+                            return unsupported(*pos, "lookup_fdb() other than lookup_fdb(inport, eth.src)");
+                        }
+                        result_action(dst, FLAG_LOOKUP_FDB, AUX_LOOKUP_FDB, &mut out)?;
+                    }
+                    "get_fdb" if !cx.egress => {
+                        let ok = dst.name == "outport"
+                            && dst.bits.is_none()
+                            && matches!(args.as_slice(), [a] if arg_field(a).is_some_and(|f| f.name == "eth.dst"));
+                        if !ok {
+                            return unsupported(*pos, "get_fdb() other than outport = get_fdb(eth.dst)");
+                        }
+                        out.push(Action::Set { field: Field::Reg(15), value: 0, mask: 0xffff_ffff });
+                        out.push(Action::Next(AUX_GET_FDB));
+                    }
+                    other => return unsupported(*pos, format!("`{other}()`")),
+                },
+            },
+            Act::Call { name, args, body, pos } => match name.as_str() {
+                "next" => out.push(Action::Next(next_target(args.as_deref().unwrap_or(&[]), cx, *pos)?)),
+                "output" => out.push(Action::Output),
+                "drop" => out.push(Action::Drop(DropReason::Explicit)),
+                "clone" => {
+                    let inner = compile(body.as_deref().unwrap_or(&[]), cx)?;
+                    out.push(Action::Clone(inner.into()));
+                }
+                // Without conntrack there is no connection state to clear.
+                "ct_clear" => {}
+                "log" => cx.notes.push("log() accepted without logging".into()),
+                "put_fdb" => {
+                    // Learning is a side effect for later packets; this
+                    // packet forwards the same. The slow path has no
+                    // consumer for it yet: the copy is counted (slow_path).
+                    out.push(Action::SlowPath(SlowPathReason::Learn));
+                    cx.notes.push("put_fdb() learning is not written back to the Southbound yet".into());
+                }
+                n if n.starts_with("ct_") => return unsupported(*pos, format!("`{n}` needs conntrack")),
+                "arp"
+                | "nd_na"
+                | "nd_na_router"
+                | "nd_ns"
+                | "icmp4"
+                | "icmp4_error"
+                | "icmp6"
+                | "icmp6_error"
+                | "tcp_reset"
+                | "sctp_abort"
+                | "reject"
+                | "igmp"
+                | "put_dhcp_opts"
+                | "put_dhcpv6_opts"
+                | "put_nd_ra_opts"
+                | "handle_dhcpv6_reply"
+                | "dns_lookup"
+                | "bind_vport"
+                | "handle_svc_check"
+                | "trigger_event"
+                | "put_arp"
+                | "put_nd"
+                | "event" => {
+                    return unsupported(*pos, format!("`{n}` (slow-path packet handling)", n = name));
+                }
+                "set_queue" | "set_meter" | "meter" => {
+                    return unsupported(*pos, format!("`{name}` (QoS comes with the QoS issue)"));
+                }
+                other => return unsupported(*pos, format!("action `{other}`")),
+            },
+        }
+    }
+    Ok(out)
+}
