@@ -29,17 +29,38 @@ SETUPS="limit petrel-xconnect" GEN_MODES=swap bash "$PEER_BENCH" | tee /tmp/benc
 res=$(ls -td "$BASE"/results/*/ | head -1)
 echo
 echo "results in $res"
-# Mean over reps of gen_rx_Mpps (column 4) per setup; SUT cycles/packet:
-# testpmd's from the table (column 14), petreld's from its own final report.
-awk -F'\t' 'NR > 1 && ($1 == "limit" || $1 == "petrel-xconnect") { m[$1] += $4; n[$1]++; if ($14 != "-") c[$1] = $14 }
-     END { for (s in m) printf "%s\t%.2f\t%s\n", s, m[s] / n[s], c[s] }' "$res/results.tsv" > /tmp/bench-vhost.$$.sum
-pcyc=$(grep -h "busy cycles/packet" "$res"/petrel-xconnect.*.petreld.log 2>/dev/null |
-    sed -E 's/.* ([0-9.]+) busy cycles\/packet.*/\1/' | awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n }')
-lim=$(awk -F'\t' '$1 == "limit" { print $2 }' /tmp/bench-vhost.$$.sum)
-lcyc=$(awk -F'\t' '$1 == "limit" { print $3 }' /tmp/bench-vhost.$$.sum)
-pet=$(awk -F'\t' '$1 == "petrel-xconnect" { print $2 }' /tmp/bench-vhost.$$.sum)
-printf '\n%-40s %8s %16s\n' "SUT (vhost-user client ports, core 1)" "Mpps" "SUT cycles/pkt"
-printf '%-40s %8s %16s\n' "dpdk-testpmd io over DPDK vhost (b)" "$lim" "${lcyc:--}"
-printf '%-40s %8s %16s\n' "petreld --xconnect a:b (a)" "$pet" "${pcyc:--}"
-awk -v a="$pet" -v b="$lim" 'BEGIN { if (b > 0) printf "ratio (a)/(b): %.3f (goal >= 1.0)\n", a / b }'
-rm -f /tmp/bench-vhost.$$.out /tmp/bench-vhost.$$.sum
+# peer-bench counts CPU use by processes it did not start itself as
+# "foreign"; petreld runs under the guard, so its own polling core (~100%)
+# is in that figure for petrel-xconnect. A row is clean when the rest is
+# below 10% of a vCPU. Per setup: median gen_rx_Mpps (column 4) and median
+# SUT cycles/packet over clean rows (all rows if none is clean); testpmd's
+# cycles from the table (column 14), petreld's "busy cycles/packet" from its
+# final report, one per run.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+rows() {  # rows SETUP OWN%  -> "run Mpps sut_cyc" of clean rows (or all)
+    local clean
+    clean=$(awk -F'\t' -v s="$1" -v own="$2" 'NR > 1 && $1 == s { f = $16; sub(/%/, "", f); if (f - own < 10) print $3, $4, $14 }' "$res/results.tsv")
+    [[ -n $clean ]] && echo "$clean" || awk -F'\t' -v s="$1" 'NR > 1 && $1 == s { print $3, $4, $14 }' "$res/results.tsv"
+}
+# petreld's cycles per packet, by run, from its own final report.
+pcyc_of() { grep -h "busy cycles/packet" "$res/petrel-xconnect.swap.r$1.petreld.log" 2>/dev/null |
+    sed -E 's/.* ([0-9.]+) busy cycles\/packet.*/\1/'; }
+table() {  # run Mpps sut_cyc per clean row, petreld's cycles filled in
+    rows limit 0 | sed 's/^/limit /'
+    rows petrel-xconnect 100 | while read -r run mpps _; do echo "petrel-xconnect $run $mpps $(pcyc_of "$run")"; done
+}
+table > "$res/bench-vhost.rows"
+echo "clean rows (foreign CPU < 10% besides the SUT's own): setup run Mpps SUT-cycles/pkt"
+sed 's/^/  /' "$res/bench-vhost.rows"
+# This VM has fast and slow phases (the generator's own cost per packet
+# changes 2-3x between runs), so both the median and the best run are shown.
+stat() {  # stat SETUP median|max COLUMN
+    awk -v s="$1" -v c="$3" '$1 == s && $c != "-" { print $c }' "$res/bench-vhost.rows" |
+        if [[ $2 == max ]]; then sort -n | tail -1; else median; fi
+}
+printf '\n%-40s %9s %9s %14s\n' "SUT (vhost-user client ports, core 1)" "Mpps med" "Mpps best" "SUT cyc/pkt med"
+printf '%-40s %9s %9s %14s\n' "dpdk-testpmd io over DPDK vhost (b)" "$(stat limit median 3)" "$(stat limit max 3)" "$(stat limit median 4)"
+printf '%-40s %9s %9s %14s\n' "petreld --xconnect a:b (a)" "$(stat petrel-xconnect median 3)" "$(stat petrel-xconnect max 3)" "$(stat petrel-xconnect median 4)"
+awk -v a="$(stat petrel-xconnect median 3)" -v b="$(stat limit median 3)" -v A="$(stat petrel-xconnect max 3)" -v B="$(stat limit max 3)" \
+    'BEGIN { if (b > 0 && B > 0) printf "ratio (a)/(b): median %.3f, best %.3f (goal >= 1.0)\n", a / b, A / B }'
+rm -f /tmp/bench-vhost.$$.out
