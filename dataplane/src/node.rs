@@ -33,6 +33,8 @@ pub struct PetreldNode {
     learn_cursors: Mutex<Vec<u64>>,
     start: Instant,
     tsc_hz: u64,
+    /// vhost-user ports by plan index, for their connection state.
+    vhost: Vec<Option<Arc<petrel_vhost_user::Port>>>,
 }
 
 impl PetreldNode {
@@ -47,7 +49,15 @@ impl PetreldNode {
             learn_cursors: Mutex::new(Vec::new()),
             start: Instant::now(),
             tsc_hz,
+            vhost: Vec::new(),
         }
+    }
+
+    /// Reports these vhost-user ports' (by plan index) connection state in
+    /// `show`: `up` when a frontend is connected, `waiting` otherwise.
+    pub fn with_vhost(mut self, vhost: Vec<Option<Arc<petrel_vhost_user::Port>>>) -> Self {
+        self.vhost = vhost;
+        self
     }
 
     fn per_pmd(&self) -> Vec<Counters> {
@@ -74,7 +84,10 @@ impl PetreldNode {
                             if *client { "client" } else { "server" }
                         ),
                     },
-                    state: "up".to_owned(),
+                    state: match self.vhost.get(i).and_then(Option::as_ref).map(|v| v.state()) {
+                        Some(petrel_vhost_user::PortState::Waiting) => "waiting".to_owned(),
+                        _ => "up".to_owned(),
+                    },
                     iface_id: p.iface_id.clone(),
                     logical: render::logical_port(&snap, index),
                     stats: total.ports.get(i).map(PortStats::from).unwrap_or_default(),

@@ -237,7 +237,9 @@ impl MgmtPort {
         self.conn_sock = Some(dup);
         self.port.counters.connects.fetch_add(1, Ordering::Relaxed);
         self.port.set_state(PortState::Connected);
-        eprintln!("vhost-user {}: frontend connected ({})", self.cfg.name, self.cfg.path.display());
+        if !self.cfg.path.as_os_str().is_empty() {
+            eprintln!("vhost-user {}: frontend connected ({})", self.cfg.name, self.cfg.path.display());
+        }
     }
 
     fn disconnect(&mut self, why: &str) {
@@ -251,7 +253,9 @@ impl MgmtPort {
         self.port.counters.disconnects.fetch_add(1, Ordering::Relaxed);
         self.port.set_state(PortState::Waiting);
         self.next_try = Instant::now() + RECONNECT_INTERVAL;
-        eprintln!("vhost-user {}: disconnected: {why}", self.cfg.name);
+        if !self.cfg.path.as_os_str().is_empty() {
+            eprintln!("vhost-user {}: disconnected: {why}", self.cfg.name);
+        }
     }
 
     fn try_connect(&mut self, now: Instant) {
@@ -379,6 +383,31 @@ impl MgmtPort {
             let _ = std::fs::remove_file(&self.cfg.path);
         }
     }
+}
+
+/// Serves one already connected frontend on the calling thread until it
+/// disconnects or breaks a rule; returns the port's violation count. For
+/// fuzzing the message handler (the same code path as the event loop's).
+#[doc(hidden)]
+pub fn serve_one(stream: UnixStream, port: Arc<Port>) -> u64 {
+    let dev = Arc::new(Mutex::new(Device::new(Arc::clone(&port), 0)));
+    let cfg =
+        PortConfig { name: port.name().to_owned(), path: PathBuf::new(), mode: Mode::Server, queues: port.n_qp() };
+    let mut m = MgmtPort {
+        cfg,
+        port: Arc::clone(&port),
+        dev,
+        listener: None,
+        conn: None,
+        conn_sock: None,
+        next_try: Instant::now(),
+    };
+    m.connected(stream);
+    while m.conn.is_some() {
+        m.ready(PollFlags::IN);
+        m.check_broken();
+    }
+    port.counters.violations.load(Ordering::Relaxed)
 }
 
 fn event_loop(rx: &Receiver<Cmd>, stop: &AtomicBool) {

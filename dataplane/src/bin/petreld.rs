@@ -165,7 +165,9 @@ fn run() -> Result<()> {
     let stop_ctl = Arc::new(AtomicBool::new(false));
     let ctl = match &plan.control_socket {
         Some(path) => {
-            let node = PetreldNode::new(Arc::clone(&plan), shared.clone(), Arc::clone(&tables), node.eal.tsc_hz());
+            let vhost = devs.iter().map(|d| if let Dev::Vhost(p) = d { Some(Arc::clone(p)) } else { None }).collect();
+            let node = PetreldNode::new(Arc::clone(&plan), shared.clone(), Arc::clone(&tables), node.eal.tsc_hz())
+                .with_vhost(vhost);
             let opts = SocketOpts { group: plan.control_group.clone(), ..SocketOpts::default() };
             let h = serve(path, opts, Arc::new(node), Arc::clone(&stop_ctl))
                 .with_context(|| format!("control socket {}", path.display()))?;
