@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use petrel_dataplane::ctl::proto::{RefusalMsg, SnapshotMsg};
+use petrel_dataplane::ctl::proto::SnapshotMsg;
 use petrel_dataplane::ctl::Client;
 use tokio::sync::watch;
 
@@ -170,19 +170,7 @@ impl Installer {
         self.last_snap = Some((compiled.snapshot.clone(), compiled.refusals.clone()));
         let mut msg = SnapshotMsg::from(&compiled.snapshot);
         msg.generation = 0;
-        msg.refusals = compiled
-            .refusals
-            .iter()
-            .map(|r| RefusalMsg {
-                datapath: r.datapath.clone(),
-                datapath_key: r.datapath_key,
-                uuid: r.uuid.clone(),
-                pipeline: r.pipeline.clone(),
-                table: r.table,
-                stage: r.stage.clone(),
-                what: r.what.clone(),
-            })
-            .collect();
+        msg.refusals = compiled.refusals.clone();
         msg.notes = compiled.notes.clone();
         let Some(socket) = &self.socket else {
             if self.last.as_ref().is_none_or(|(_, _, last)| *last != msg) {

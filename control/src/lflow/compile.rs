@@ -62,24 +62,9 @@ pub struct LocalPorts {
     pub networks: BTreeMap<String, u16>,
 }
 
-/// One thing the compiler refused.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Refusal {
-    /// Datapath name.
-    pub datapath: String,
-    /// Datapath tunnel key.
-    pub datapath_key: u32,
-    /// The logical flow (or port binding) UUID.
-    pub uuid: String,
-    /// `ingress`/`egress`, or `port` for a port.
-    pub pipeline: String,
-    /// OVN table.
-    pub table: u32,
-    /// Stage name.
-    pub stage: String,
-    /// What is missing or wrong.
-    pub what: String,
-}
+/// One thing the compiler refused: the control protocol's form, which
+/// petreld keeps for `petrelctl refusals`.
+pub use petrel_dataplane::ctl::proto::RefusalMsg as Refusal;
 
 /// Compile statistics.
 #[derive(Debug, Clone, Default)]
