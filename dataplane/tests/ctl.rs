@@ -340,9 +340,9 @@ fn trace_runs_the_executor_and_prints_each_stage_rule_and_action() {
     let e = c.trace("p0", r#"inport == "vm2" && eth.src == 02:00:00:00:00:01"#).unwrap_err();
     assert!(e.to_string().contains("bound to \"vm1\""), "{e}");
     // Errors: bad microflow, unknown port. The connection stays usable.
-    let e = c.trace("p0", "eth.src == 02:00:00:00:00:01 && tcp.flags == 2").unwrap_err();
+    let e = c.trace("p0", "eth.src == 02:00:00:00:00:01 && ct.est == 1").unwrap_err();
     assert!(
-        matches!(&e, ClientError::Remote(x) if x.code == ErrorCode::Rejected && x.message.contains("tcp.flags")),
+        matches!(&e, ClientError::Remote(x) if x.code == ErrorCode::Rejected && x.message.contains("ct.est")),
         "{e}"
     );
     let e = c.trace("nope", "tcp").unwrap_err();

@@ -29,11 +29,12 @@ copies go.
 PORT is a petreld port name (as `petrelctl show` lists them) or index.
 
 MICROFLOW uses ovn-trace's syntax: `field == value` terms joined by `&&`, and bare
-protocol names. Fields: eth.src eth.dst eth.type vlan.vid ip4.src ip4.dst ip6.src
-ip6.dst ip.ttl ip.proto ip.dscp tcp.src tcp.dst udp.src udp.dst sctp.src sctp.dst
-icmp4.type icmp4.code icmp6.type icmp6.code arp.op arp.sha arp.tha arp.spa arp.tpa,
-and inport == \"NAME\" (must be the logical port PORT is bound to). Protocols: eth ip
-ip4 ip6 tcp udp sctp icmp icmp4 icmp6 arp vlan.
+protocol names. Fields: eth.src eth.dst eth.type vlan.vid vlan.tci ip4.src ip4.dst
+ip6.src ip6.dst ip6.label ip.ttl ip.proto ip.dscp ip.ecn tcp.src tcp.dst tcp.flags
+udp.src udp.dst sctp.src sctp.dst icmp4.type icmp4.code icmp6.type icmp6.code
+nd.target nd.sll nd.tll arp.op arp.sha arp.tha arp.spa arp.tpa, and inport ==
+\"NAME\" (must be the logical port PORT is bound to). Protocols: eth ip ip4 ip6 tcp
+udp sctp icmp icmp4 icmp6 arp vlan nd nd_ns nd_na nd_rs nd_ra.
 
 Fields left out are zero, as in ovn-trace (give ip.ttl for routed traffic);
 prerequisites are implied (udp.dst sets IPv4 and ip.proto 17 unless an ip6 field is

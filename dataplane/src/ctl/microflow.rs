@@ -8,13 +8,16 @@
 //! ```
 //!
 //! Supported fields: `eth.src`, `eth.dst`, `eth.type`, `vlan.vid`,
-//! `ip4.src`, `ip4.dst`, `ip6.src`, `ip6.dst`, `ip.ttl`, `ip.proto`,
-//! `ip.dscp`, `tcp.src`, `tcp.dst`, `udp.src`, `udp.dst`, `sctp.src`,
-//! `sctp.dst`, `icmp4.type`, `icmp4.code`, `icmp6.type`, `icmp6.code`,
-//! `arp.op`, `arp.sha`, `arp.tha`, `arp.spa`, `arp.tpa`, and `inport ==
-//! "name"` (checked against the port the trace starts from). Bare
-//! protocols: `eth`, `ip`, `ip4`, `ip6`, `tcp`, `udp`, `sctp`, `icmp`,
-//! `icmp4`, `icmp6`, `arp`, `vlan`. Numbers are decimal or `0x` hex.
+//! `vlan.tci`, `ip4.src`, `ip4.dst`, `ip6.src`, `ip6.dst`, `ip6.label`,
+//! `ip.ttl`, `ip.proto`, `ip.dscp`, `ip.ecn`, `tcp.src`, `tcp.dst`,
+//! `tcp.flags`, `udp.src`, `udp.dst`, `sctp.src`, `sctp.dst`, `icmp4.type`,
+//! `icmp4.code`, `icmp6.type`, `icmp6.code`, `nd.target`, `nd.sll`,
+//! `nd.tll`, `arp.op`, `arp.sha`, `arp.tha`, `arp.spa`, `arp.tpa`, and
+//! `inport == "name"` (checked against the port the trace starts from).
+//! Bare protocols: `eth`, `ip`, `ip4`, `ip6`, `tcp`, `udp`, `sctp`, `icmp`,
+//! `icmp4`, `icmp6`, `arp`, `vlan`, `nd`, `nd_ns`, `nd_na`, `nd_rs`,
+//! `nd_ra` (ICMPv6 type, code 0, hop limit 255). Numbers are decimal or
+//! `0x` hex.
 //!
 //! Defaults, as in ovn-trace: every field left out is zero (so give
 //! `ip.ttl` for routed traffic, as ovn-trace's manual says), except the
@@ -185,6 +188,22 @@ impl Builder {
                 self.set_eth_type(ETH_IP6, p)?;
                 self.set_proto(58, p)
             }
+            "nd_rs" | "nd_ra" | "nd_ns" | "nd_na" | "nd" => {
+                // ICMPv6 type (nd: a solicitation unless nd_na is meant),
+                // code 0, hop limit 255, as the OVN predicates require.
+                let t = match p {
+                    "nd_rs" => 133,
+                    "nd_ra" => 134,
+                    "nd_na" => 136,
+                    _ => 135,
+                };
+                self.set_eth_type(ETH_IP6, p)?;
+                self.set_proto(58, p)?;
+                self.flow.tp_src = t;
+                self.flow.tp_dst = 0;
+                self.flow.nw_ttl = 255;
+                Ok(())
+            }
             "icmp" => {
                 // OVN's `icmp` is icmp4 || icmp6: pick by the family given.
                 if matches!(self.eth_type, Some((ETH_IP6, _))) {
@@ -281,6 +300,36 @@ impl Builder {
                 self.set_eth_type(et, f)?;
                 self.set_proto(p, f)?;
             }
+            "nd.target" => {
+                let a: Ipv6Addr = v.parse().map_err(|e| bad(f, v, e))?;
+                k.nd_target = a.octets();
+                self.set_eth_type(ETH_IP6, f)?;
+                self.set_proto(58, f)?;
+            }
+            "nd.sll" | "nd.tll" => {
+                let m = mac(f, v)?;
+                if f == "nd.sll" {
+                    k.arp_sha = m;
+                } else {
+                    k.arp_tha = m;
+                }
+                self.set_eth_type(ETH_IP6, f)?;
+                self.set_proto(58, f)?;
+            }
+            "tcp.flags" => {
+                k.tcp_flags = narrow(int(f, v, 0xfff)?);
+                self.l4(6, f)?;
+            }
+            "ip6.label" => {
+                k.ipv6_label = narrow(int(f, v, 0xf_ffff)?);
+                self.set_eth_type(ETH_IP6, f)?;
+            }
+            "ip.ecn" => {
+                let e: u8 = narrow(int(f, v, 0x3)?);
+                k.nw_tos = (k.nw_tos & 0xfc) | e;
+                self.ip_any(f)?;
+            }
+            "vlan.tci" => k.vlan_tci[0] = narrow(int(f, v, 0xffff)?),
             "arp.op" => {
                 k.arp_op = narrow(int(f, v, 0xffff)?);
                 self.set_eth_type(ETH_ARP, f)?;
@@ -418,6 +467,11 @@ mod tests {
             matches!(parse("ip.ttl == 300"), Err(MicroflowError::BadValue(f, v, _)) if f == "ip.ttl" && v == "300")
         );
         assert!(matches!(parse("eth.src == 00:01"), Err(MicroflowError::BadValue(f, _, _)) if f == "eth.src"));
+        let ns = parse("ip6.src == fd00::2 && nd_ns && nd.target == fd00::1 && nd.sll == 00:00:00:00:00:02").unwrap();
+        assert_eq!((ns.flow.tp_src, ns.flow.nw_ttl, ns.flow.nw_proto), (135, 255, 58));
+        assert_eq!(ns.flow.arp_sha, [0, 0, 0, 0, 0, 2]);
+        let t = parse("ip4.src == 10.0.0.1 && tcp.flags == 0x14 && tcp.dst == 80").unwrap();
+        assert_eq!(t.flow.tcp_flags, 0x14);
         assert!(matches!(parse("eth.src == 00:01:02:03:04:05:06"), Err(MicroflowError::BadValue(..))));
         assert!(matches!(parse("ip4.src == 10.0.0"), Err(MicroflowError::BadValue(..))));
         assert!(matches!(parse("inport == vm1"), Err(MicroflowError::BadValue(..))));
