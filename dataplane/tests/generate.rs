@@ -14,16 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{empty_pcap, read_pcap, unhex};
+use common::{connect, empty_pcap, read_pcap, unhex, Daemon};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
-use petrel_dataplane::ctl::client::Client;
 use petrel_dataplane::ctl::proto::SnapshotMsg;
 use petrel_dataplane::drop::DropReason;
 use petrel_dataplane::table::{
@@ -194,29 +193,6 @@ fn switch() -> Snapshot {
     }
 }
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn connect(socket: &Path) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Client::connect(socket, "generate-test") {
-            Ok(c) => return c,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("cannot connect to petreld at {}: {e}", socket.display()),
-        }
-    }
-}
-
 #[test]
 fn ns_is_answered_with_na_and_rejected_packets_with_icmp_and_rst() {
     let dir = tempfile::tempdir().unwrap();
@@ -248,7 +224,7 @@ fn ns_is_answered_with_na_and_rejected_packets_with_icmp_and_rst() {
     // Read-write: never blocks on the FIFO (see tables.rs).
     let mut w = PcapWriter::new(std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap()).unwrap();
 
-    let mut ctl = connect(&daemon.socket);
+    let mut ctl = connect(&daemon.socket, "generate-test");
     assert_eq!(ctl.publish(SnapshotMsg::from(&switch())).unwrap(), 1);
     // Trace shows the generated packet.
     let t = ctl

@@ -9,16 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{empty_pcap, read_pcap, tagged};
+use common::{connect, empty_pcap, read_pcap, tagged, Daemon};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
-use petrel_dataplane::ctl::client::Client;
 use petrel_dataplane::ctl::proto::SnapshotMsg;
 use petrel_dataplane::drop::DropReason;
 use petrel_dataplane::table::{
@@ -167,32 +166,6 @@ fn arp_request(src: u128, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
     f
 }
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn connect(socket: &Path) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Client::connect(socket, "tables-test") {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("cannot connect to petreld at {}: {e}", socket.display()),
-        }
-    }
-}
-
 #[test]
 fn published_switch_forwards_floods_answers_arp_and_drops_spoofs() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,7 +205,7 @@ fn published_switch_forwards_floods_answers_arp_and_drops_spoofs() {
     // for petreld forever if it died first); the test never reads from it.
     let mut w = PcapWriter::new(std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap()).unwrap();
 
-    let mut ctl = connect(&daemon.socket);
+    let mut ctl = connect(&daemon.socket, "tables-test");
     assert_eq!(ctl.hello().generation, 0, "no tables before the first publish");
     let generation = ctl.publish(SnapshotMsg::from(&switch())).unwrap();
     assert_eq!(generation, 1);
@@ -348,7 +321,7 @@ fn table_swaps_under_traffic_lose_no_packet() {
         .spawn()
         .unwrap();
     let mut daemon = Daemon { child, socket: socket.clone() };
-    let mut ctl = connect(&daemon.socket);
+    let mut ctl = connect(&daemon.socket, "tables-test");
     // Until the first publish the ports are unbound: those packets are
     // counted as no_output. Counting starts from the first snapshot.
     ctl.publish(SnapshotMsg::from(&wire(0))).unwrap();

@@ -199,3 +199,31 @@ impl Mismatches {
         assert!(self.0.is_empty(), "{test}: {} mismatches:\n  {}", self.0.len(), self.0.join("\n  "));
     }
 }
+
+/// A running petreld, killed (and reaped) when dropped.
+pub struct Daemon {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its control socket.
+    pub socket: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A control-socket client of the petreld at `socket`, retrying for 30 s
+/// while it starts.
+pub fn connect(socket: &Path, who: &str) -> petrel_dataplane::ctl::client::Client {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match petrel_dataplane::ctl::client::Client::connect(socket, who) {
+            Ok(c) => return c,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("cannot connect to petreld at {}: {e}", socket.display()),
+        }
+    }
+}
