@@ -98,6 +98,29 @@ enum Cmd {
         /// The snapshot file.
         file: PathBuf,
     },
+    /// Add a port to the running petreld, as its `--port` flag would:
+    /// `NAME=vhost-user,path=SOCK,mode=server|client[,queues=N][,vlan=TAG][,iface-id=LPORT]`
+    /// or `NAME=dpdk[,vlan=TAG][,iface-id=LPORT],devargs=...`. The PMDs
+    /// start polling it without stopping other ports; with `iface-id=`
+    /// petrel-ovn claims the logical port.
+    #[command(
+        name = "add-port",
+        after_help = "Example:\n  petrelctl add-port pod1=vhost-user,path=/run/petrel/pod1.sock,mode=server,iface-id=pod1.default"
+    )]
+    AddPort {
+        /// The port spec (`NAME=TYPE,...`), or its name followed by the rest (`NAME TYPE,...`).
+        spec: String,
+        /// The rest of the spec, when NAME is given apart.
+        rest: Option<String>,
+    },
+    /// Remove a port from the running petreld (the PMDs stop polling it,
+    /// then the device is closed: a vhost-user connection is closed and the
+    /// pod's memory unmapped; a server socket file is removed).
+    #[command(name = "del-port")]
+    DelPort {
+        /// Port name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -150,6 +173,23 @@ fn run(args: &Args) -> Result<String, ClientError> {
                 .map_err(|e| ClientError::Protocol(format!("{} is not a snapshot: {e}", file.display())))?;
             let generation = c.publish(snap)?;
             out(j, &serde_json::json!({ "generation": generation }), |_| format!("published generation {generation}\n"))
+        }
+        Cmd::AddPort { spec, rest } => {
+            let spec = match rest {
+                Some(r) => format!("{spec}={r}"),
+                None => spec.clone(),
+            };
+            let p = c.add_port(&spec)?;
+            out(j, &p, |p| format!("added port {} (index {}): {}\n", p.name, p.index, p.kind))
+        }
+        Cmd::DelPort { name } => {
+            let p = c.del_port(name)?;
+            out(j, &p, |p| {
+                format!(
+                    "removed port {} (index {}): rx {} tx {} packets\n",
+                    p.name, p.index, p.stats.rx_packets, p.stats.tx_packets
+                )
+            })
         }
     }
 }

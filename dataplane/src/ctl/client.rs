@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::proto::{
-    read_frame, write_msg, Change, DropsReply, ErrorReply, FrameError, Hello, HelloReply, PmdStatsReply, RefusalsReply,
-    Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
+    read_frame, write_msg, Change, DropsReply, ErrorReply, FrameError, Hello, HelloReply, PmdStatsReply, PortInfo,
+    RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
 };
 
 /// Why a request did not get a successful reply.
@@ -237,6 +237,29 @@ impl Client {
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<u64, ClientError> {
         match self.call(Request::ApplyChanges(changes))? {
             Reply::Generation(g) => Ok(g),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Adds a port (a `--port` spec); returns it.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn add_port(&mut self, spec: &str) -> Result<PortInfo, ClientError> {
+        match self.call(Request::AddPort { spec: spec.to_owned() })? {
+            Reply::Port(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes a port by name; returns it with its final counters.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; [`ClientError::Remote`] with
+    /// [`super::proto::ErrorCode::NotFound`] if there is no such port.
+    pub fn del_port(&mut self, name: &str) -> Result<PortInfo, ClientError> {
+        match self.call(Request::DelPort { name: name.to_owned() })? {
+            Reply::Port(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

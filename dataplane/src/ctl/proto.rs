@@ -63,7 +63,7 @@ pub const MAGIC: [u8; 4] = *b"PTRL";
 /// Major version: a client with another major version is refused.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Minor version: additions that older peers can ignore.
-pub const PROTOCOL_MINOR: u16 = 0;
+pub const PROTOCOL_MINOR: u16 = 1;
 /// Header size: magic, major version, body length.
 pub const HEADER_LEN: usize = 10;
 /// Largest body accepted (64 MiB): far above a real snapshot, small enough
@@ -211,6 +211,19 @@ pub enum Request {
     /// MAC addresses learnt by `put_fdb` since the last such request
     /// (each is handed out once: petrel-ovn is the reader).
     Learned,
+    /// Adds a port at runtime; the reply is the new port.
+    AddPort {
+        /// The port, exactly as petreld's `--port` flag takes it:
+        /// `NAME=vhost-user,path=SOCK,mode=server|client[,queues=N][,vlan=TAG][,iface-id=LPORT]`
+        /// or `NAME=dpdk[,vlan=TAG][,iface-id=LPORT],devargs=...`.
+        spec: String,
+    },
+    /// Removes a port at runtime (by name); the reply is the removed port
+    /// with its final counters.
+    DelPort {
+        /// Port name.
+        name: String,
+    },
 }
 
 /// Every request type name, for telling an unknown request from a bad one.
@@ -226,6 +239,8 @@ pub const REQUEST_TYPES: &[&str] = &[
     "stats",
     "refusals",
     "learned",
+    "add_port",
+    "del_port",
 ];
 
 /// The client's side of the handshake.
@@ -284,6 +299,8 @@ pub enum Reply {
     Refusals(RefusalsReply),
     /// To [`Request::Learned`].
     Learned(Vec<LearnedMsg>),
+    /// To [`Request::AddPort`] and [`Request::DelPort`].
+    Port(PortInfo),
 }
 
 /// A MAC learnt on a logical port (`put_fdb(inport, eth.src)`).

@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::proto::{
-    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, PmdStatsReply,
+    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, PmdStatsReply, PortInfo,
     RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
     PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
 };
@@ -82,6 +82,21 @@ pub trait Node: Send + Sync + 'static {
     /// MACs learnt since the last call.
     fn learned(&self) -> Vec<super::proto::LearnedMsg> {
         Vec::new()
+    }
+    /// Adds a port given as a `--port` spec.
+    ///
+    /// # Errors
+    /// A bad spec, a name in use, a device that does not open.
+    fn add_port(&self, spec: &str) -> Result<PortInfo, ErrorReply> {
+        let _ = spec;
+        Err(ErrorReply::rejected("this server cannot add ports"))
+    }
+    /// Removes a port by name.
+    ///
+    /// # Errors
+    /// [`ErrorCode::NotFound`] if there is no such port.
+    fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {
+        Err(ErrorReply::not_found(format!("no port {name:?}")))
     }
 }
 
@@ -470,6 +485,8 @@ fn dispatch(ctx: &Ctx, req: Request) -> (Response, bool) {
             Request::Stats => Reply::Stats(node.stats()),
             Request::Refusals => Reply::Refusals(node.refusals()),
             Request::Learned => Reply::Learned(node.learned()),
+            Request::AddPort { spec } => Reply::Port(node.add_port(&spec)?),
+            Request::DelPort { name } => Reply::Port(node.del_port(&name)?),
         })
     }));
     match r {
