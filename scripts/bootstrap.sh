@@ -18,9 +18,10 @@ fi
 #   build:  libdpdk-dev (DPDK 22.11 headers + pkg-config), libclang-dev + clang (bindgen), pkg-config
 #   run:    dpdk (PMD drivers), dpdk-dev (dpdk-testpmd: pod app and generator)
 #   tests:  python3-scapy (fixtures), tshark (dissection checks), iproute2 (netns, veth), iputils-ping (underlay)
-#   OVN:    ovn-central (ovsdb-server, ovn-northd, ovn-nbctl/-sbctl), ovn-host (ovn-controller, ovn-trace)
+#   OVN:    ovn-central (ovsdb-server, ovn-northd, ovn-nbctl/-sbctl), ovn-host (ovn-controller, ovn-trace),
+#           openvswitch-switch (the OVS chassis of scripts/overlay-test.sh)
 PKGS=(libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config python3-scapy tshark iproute2
-      ovn-central ovn-host procps iputils-ping)
+      ovn-central ovn-host openvswitch-switch procps iputils-ping)
 
 missing=()
 for p in "${PKGS[@]}"; do

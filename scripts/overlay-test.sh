@@ -3,6 +3,11 @@
 # real OVN Southbound (ovsdb-server + ovn-northd), their uplinks on a Linux
 # bridge standing in for the underlay, in a private network namespace.
 #
+# Node C runs Open vSwitch (userspace datapath, br-phy + br-int) with
+# ovn-controller: Petrel and OVS pods talk both ways over Geneve (unicast,
+# broadcast with one copy per chassis, unknown unicast) and over a VLAN
+# localnet switch spanning A and C (tagged on the underlay, no tunnel).
+#
 # Checks: each node answers ARP and ping on its tunnel IP; unicast both ways
 # arrives byte for byte; tshark sees Geneve with VNI = the datapath key and
 # OVN's option (class 0x0102, type 0x80) carrying the ingress/egress port
@@ -16,7 +21,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ $(id -u) == 0 ]] || { echo "overlay-test: run as root" >&2; exit 2; }
-for t in ovsdb-server ovn-northd ovn-nbctl ovn-sbctl tshark unshare ip ping; do
+for t in ovsdb-server ovn-northd ovn-nbctl ovn-sbctl ovn-controller ovs-vswitchd ovs-vsctl tshark unshare ip ping; do
     command -v "$t" >/dev/null || { echo "overlay-test: missing $t (scripts/bootstrap.sh)" >&2; exit 2; }
 done
 if [[ -z ${OVERLAY_NETNS:-} ]]; then

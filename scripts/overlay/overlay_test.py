@@ -38,11 +38,19 @@ BIN = os.environ.get("PETREL_BIN", os.path.join(ROOT, "target", "debug"))
 EAL = "--in-memory --no-pci --no-telemetry -m 256 -l 0 --log-level=*:warning"
 
 NODES = {
-    "A": {"ip": "192.168.50.1", "ports": {"a1": "pA1"}},
+    "A": {"ip": "192.168.50.1", "ports": {"a1": "pA1", "a2": "pA2"}},
     "B": {"ip": "192.168.50.2", "ports": {"b1": "pB1", "b2": "pB2"}},
 }
-MACS = {"a1": "00:00:00:00:0a:01", "b1": "00:00:00:00:0b:01", "b2": "00:00:00:00:0b:02"}
-IPS = {"a1": "10.0.0.1", "b1": "10.0.0.2", "b2": "10.0.0.3"}
+# Node C: Open vSwitch (userspace datapath) + ovn-controller.
+OVS = {"C": {"ip": "192.168.50.3", "ports": {"c1": "pC1", "c2": "pC2"}}}
+MACS = {"a1": "00:00:00:00:0a:01", "b1": "00:00:00:00:0b:01", "b2": "00:00:00:00:0b:02",
+        "c1": "00:00:00:00:0c:01", "a2": "00:00:00:00:0a:02", "c2": "00:00:00:00:0c:02"}
+IPS = {"a1": "10.0.0.1", "b1": "10.0.0.2", "b2": "10.0.0.3", "c1": "10.0.0.4",
+       "a2": "10.1.0.1", "c2": "10.1.0.2"}
+SW0 = ["a1", "b1", "b2", "c1"]
+# A VLAN localnet switch spanning A and C: physnet, tag 100, on the uplinks.
+PHYS = ["a2", "c2"]
+VLAN = 100
 FAILED = []
 
 
@@ -64,6 +72,12 @@ def check(ok, what, detail=""):
     return ok
 
 
+def gratuitous_arp(frame):
+    """ovn-controller announces the addresses of VIFs on switches with a
+    localnet port (gratuitous ARP, sender IP = target IP): not test traffic."""
+    return len(frame) >= 42 and frame[12:14] == b"\x08\x06" and frame[28:32] == frame[38:42]
+
+
 class Wire:
     """One end of a veth: inject and capture raw frames."""
 
@@ -82,7 +96,7 @@ class Wire:
                 data, addr = self.s.recvfrom(65535)
             except BlockingIOError:
                 return out
-            if addr[2] != socket.PACKET_OUTGOING:
+            if addr[2] != socket.PACKET_OUTGOING and not gratuitous_arp(data):
                 out.append(data)
 
 
@@ -98,6 +112,7 @@ class Overlay:
         self.procs = {}
         self.wires = {}
         self.netns = []
+        self.ovs_dirs = {}
 
     def ns(self, n):
         return "petrel-ovl-%d-%s" % (os.getpid(), n)
@@ -178,7 +193,7 @@ class Overlay:
         run(["sysctl", "-qw", "net.ipv6.conf.ul.disable_ipv6=1"])
         run(["ip", "addr", "add", "192.168.50.254/24", "dev", "ul"])
         run(["ip", "link", "set", "ul", "up"])
-        for n in NODES:
+        for n in list(NODES) + list(OVS):
             # Each node is a network namespace (DPDK's af_packet fanout
             # groups are per namespace, and so is a node's view).
             ns = self.ns(n)
@@ -186,7 +201,7 @@ class Overlay:
             self.netns.append(ns)
             self.veth("up" + n, "ul" + n, ns)
             run(["ip", "link", "set", "ul" + n, "master", "ul"])
-            for lp, dev in NODES[n]["ports"].items():
+            for lp, dev in {**NODES, **OVS}[n]["ports"].items():
                 self.veth(dev, "h" + dev[1:], ns)
                 self.wires[lp] = Wire("h" + dev[1:])
 
@@ -197,10 +212,13 @@ class Overlay:
                              "%s/%s.db" % (self.work, db)])
         self.daemon("northd", ["ovn-northd", "--ovnnb-db=" + self.nb, "--ovnsb-db=" + self.sb])
         self.nbctl("init")
-        cmd = ["ls-add", "sw0"]
-        for lp in MACS:
+        cmd = ["ls-add", "sw0", "--", "ls-add", "phys"]
+        for lp in SW0 + PHYS:
             addr = "unknown" if lp == "b2" else "%s %s" % (MACS[lp], IPS[lp])
-            cmd += ["--", "lsp-add", "sw0", lp, "--", "lsp-set-addresses", lp, addr]
+            cmd += ["--", "lsp-add", "sw0" if lp in SW0 else "phys", lp, "--", "lsp-set-addresses", lp, addr]
+        cmd += ["--", "lsp-add", "phys", "ln-phys", "", str(VLAN), "--", "lsp-set-type", "ln-phys", "localnet",
+                "--", "lsp-set-addresses", "ln-phys", "unknown",
+                "--", "lsp-set-options", "ln-phys", "network_name=physnet"]
         self.nbctl(*cmd)
 
     def start_node(self, n):
@@ -219,7 +237,48 @@ class Overlay:
             time.sleep(0.1)
         self.spawn("petrel-ovn-" + n, [os.path.join(BIN, "petrel-ovn"), "--remote", self.sb, "--system-id",
                                        "hv" + n, "--encap-ip", cfg["ip"], "--dataplane", self.sock(n),
-                                       "--dataplane-poll-ms", "100"])
+                                       "--dataplane-poll-ms", "100", "--bridge-mappings", "physnet:up"])
+
+    def start_ovs(self, n):
+        """An OVS + ovn-controller chassis as OVS's userspace tunnelling
+        documents it: br-phy (netdev) holds the uplink and the tunnel IP on
+        its internal port, br-int is ovn-controller's; pods are veths on
+        br-int; the localnet network maps to br-phy."""
+        cfg, ns = OVS[n], self.ns(n)
+        d = os.path.join(self.work, "ovs-" + n)
+        os.makedirs(d)
+        env = dict(self.env, OVS_RUNDIR=d, OVS_LOGDIR=d, OVS_DBDIR=d, OVN_RUNDIR=d, OVN_LOGDIR=d)
+        db = "unix:%s/db.sock" % d
+        run(["ovsdb-tool", "create", "%s/conf.db" % d, "/usr/share/openvswitch/vswitch.ovsschema"])
+
+        def daemon(name, cmd, netns=False, unixctl=True):
+            pre = ["ip", "netns", "exec", ns] if netns else []
+            ctl = ["--unixctl=%s/%s.ctl" % (d, name)] if unixctl else []
+            run(pre + cmd + ["--detach", "--no-chdir", "--pidfile=%s/%s.pid" % (d, name),
+                             "--log-file=%s/%s.log" % (d, name)] + ctl, env=env)
+            with open("%s/%s.pid" % (d, name)) as f:
+                self.pids.append(int(f.read().strip()))
+
+        daemon("ovsdb-server", ["ovsdb-server", "--remote=punix:%s/db.sock" % d, "%s/conf.db" % d])
+        vsctl = ["ovs-vsctl", "--db=" + db, "--timeout=30"]
+        run(vsctl + ["--no-wait", "init"], env=env)
+        daemon("ovs-vswitchd", ["ovs-vswitchd", db], netns=True)
+        run(vsctl + ["add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
+                     "--", "add-port", "br-phy", "up" + n], env=env)
+        run(["ip", "-n", ns, "addr", "add", cfg["ip"] + "/24", "dev", "br-phy"])
+        run(["ip", "-n", ns, "link", "set", "br-phy", "up"])
+        run(vsctl + ["add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev", "fail-mode=secure",
+                     "other-config:disable-in-band=true"], env=env)
+        for lp, dev in cfg["ports"].items():
+            run(vsctl + ["add-port", "br-int", dev, "--", "set", "interface", dev, "external_ids:iface-id=" + lp],
+                env=env)
+        run(vsctl + ["set", "open", ".", "external_ids:system-id=hv" + n, "external_ids:ovn-remote=" + self.sb,
+                     "external_ids:ovn-encap-type=geneve", "external_ids:ovn-encap-ip=" + cfg["ip"],
+                     "external_ids:ovn-bridge-datapath-type=netdev",
+                     "external_ids:ovn-bridge-mappings=physnet:br-phy"], env=env)
+        # (ovn-controller takes no --unixctl: its socket goes to OVN_RUNDIR.)
+        daemon("ovn-controller", ["ovn-controller", db], unixctl=False)
+        self.ovs_dirs[n] = d
 
     def wait_bound(self, ports, timeout=60):
         deadline = time.time() + timeout
@@ -240,19 +299,21 @@ class Overlay:
         return dp, {r[0]: r[1] for r in t["data"]}
 
     # ---- traffic
-    def deliver(self, src, frame, tries=30):
-        """Sends `frame` from `src` until it comes out somewhere (the first
-        ones may be dropped while the tunnel next hop is being resolved);
-        returns {logical port: [frames]} of the last try."""
+    def deliver(self, src, frame, tries=30, until=None):
+        """Sends `frame` from `src` until it comes out somewhere (or on every
+        port of `until`): the first ones may be dropped while a tunnel next
+        hop is being resolved. Returns {logical port: [frames]} of the last
+        try."""
+        got = {}
         for _ in range(tries):
             for w in self.wires.values():
                 w.drain()
             self.wires[src].send(frame)
             time.sleep(0.3)
             got = {lp: w.drain() for lp, w in self.wires.items() if lp != src}
-            if any(got.values()):
+            if (until is None and any(got.values())) or (until and all(got.get(p) for p in until)):
                 return got
-        return {}
+        return got
 
     def once(self, src, frame, wait=0.5):
         for w in self.wires.values():
@@ -285,6 +346,22 @@ def geneve_capture(iface, duration, count=50):
     return done
 
 
+def vlan_capture(iface, duration):
+    """Like geneve_capture, for VLAN-tagged frames: [(vid, src, dst)]."""
+    path = tempfile.mktemp(suffix=".pcap")
+    p = subprocess.Popen(["tshark", "-q", "-i", iface, "-a", "duration:%d" % duration, "-w", path],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+
+    def done():
+        p.wait(timeout=duration + 10)
+        out = run(["tshark", "-r", path, "-Y", "vlan", "-T", "fields", "-e", "vlan.id", "-e", "eth.src",
+                   "-e", "eth.dst"]).stdout
+        os.unlink(path)
+        return [(int(f[0]), f[1], f[2]) for f in (ln.split("\t") for ln in out.splitlines())]
+    return done
+
+
 def ovn_keys(data):
     v = int(data, 16)
     return (v >> 16) & 0x7fff, v & 0xffff
@@ -297,6 +374,8 @@ def main():
         o.start_ovn()
         for n in NODES:
             o.start_node(n)
+        for n in OVS:
+            o.start_ovs(n)
         o.wait_bound(list(MACS))
         dp, pk = o.keys()
         log("sw0 tunnel key %d, port keys %s" % (dp, pk))
@@ -328,18 +407,62 @@ def main():
         got = o.deliver("b1", b2a)
         check(got.get("a1") == [b2a], "b1 -> a1 unicast arrives once, unchanged", {k: len(v) for k, v in got.items()})
 
+        # Interop with the OVS chassis, both ways.
+        a2c = raw(Ether(src=MACS["a1"], dst=MACS["c1"]) / IP(src=IPS["a1"], dst=IPS["c1"], ttl=64)
+                  / UDP(sport=1111, dport=2222) / Raw(b"petrel -> ovs"))
+        got = o.deliver("a1", a2c)
+        check(got.get("c1") == [a2c] and sum(len(v) for v in got.values()) == 1,
+              "a1 (Petrel) -> c1 (OVS) unicast arrives once, unchanged", {k: len(v) for k, v in got.items()})
+        c2a = raw(Ether(src=MACS["c1"], dst=MACS["a1"]) / IP(src=IPS["c1"], dst=IPS["a1"], ttl=64)
+                  / UDP(sport=2222, dport=1111) / Raw(b"ovs -> petrel"))
+        cap = geneve_capture("ul", 8)
+        got = o.deliver("c1", c2a)
+        rows = cap()
+        check(got.get("a1") == [c2a] and sum(len(v) for v in got.values()) == 1,
+              "c1 (OVS) -> a1 (Petrel) unicast arrives once, unchanged", {k: len(v) for k, v in got.items()})
+        fromc = [r for r in rows if r["src"] == OVS["C"]["ip"] and r["dst"] == NODES["A"]["ip"]]
+        check(fromc != [] and all(r["vni"] == dp and ovn_keys(r["data"]) == (pk["c1"], pk["a1"]) for r in fromc),
+              "OVS's Geneve to A carries the keys Petrel expects (c1, a1)", rows)
+
         # Broadcast (ARP for an address nobody has, so no ARP responder
         # answers): every other port once, one tunnel copy per chassis.
         arp = raw(Ether(src=MACS["a1"], dst="ff:ff:ff:ff:ff:ff")
                   / ARP(op=1, hwsrc=MACS["a1"], psrc=IPS["a1"], pdst="10.0.0.99"))
         cap = geneve_capture("ul", 3)
-        got = o.once("a1", arp, wait=0.8)
+        got = o.once("a1", arp, wait=1.0)
         rows = cap()
-        check(got.get("b1") == [arp] and got.get("b2") == [arp], "ARP broadcast from a1 reaches b1 and b2 once each",
+        check(all(got.get(p) == [arp] for p in ("b1", "b2", "c1")) and not got.get("a2") and not got.get("c2"),
+              "ARP broadcast from a1 reaches b1, b2 (Petrel) and c1 (OVS) once each",
               {k: len(v) for k, v in got.items()})
         flood = [r for r in rows if r["src"] == NODES["A"]["ip"]]
-        check(len(flood) == 1 and ovn_keys(flood[0]["data"])[1] >= 32768,
-              "one Geneve copy to chassis B, to a multicast group key", rows)
+        check(sorted(r["dst"] for r in flood) == [NODES["B"]["ip"], OVS["C"]["ip"]]
+              and all(ovn_keys(r["data"])[1] >= 32768 for r in flood),
+              "one Geneve copy per remote chassis (B, C), to a multicast group key", rows)
+        arpc = raw(Ether(src=MACS["c1"], dst="ff:ff:ff:ff:ff:ff")
+                   / ARP(op=1, hwsrc=MACS["c1"], psrc=IPS["c1"], pdst="10.0.0.98"))
+        # (OVS drops what it sends before its own ARP for B resolved: retry.)
+        got = o.deliver("c1", arpc, until=("a1", "b1", "b2"))
+        check(all(got.get(p) == [arpc] for p in ("a1", "b1", "b2")), "ARP broadcast from c1 (OVS) reaches a1, b1, b2 once each",
+              {k: len(v) for k, v in got.items()})
+
+        # The VLAN localnet switch spanning A (Petrel) and C (OVS): tagged
+        # on the underlay, no tunnel.
+        l2c = raw(Ether(src=MACS["a2"], dst=MACS["c2"]) / IP(src=IPS["a2"], dst=IPS["c2"], ttl=64)
+                  / UDP(sport=3333, dport=4444) / Raw(b"localnet a2 -> c2"))
+        cap = vlan_capture("ul", 4)
+        got = o.deliver("a2", l2c)
+        tagged = cap()
+        check(got.get("c2") == [l2c] and sum(len(v) for v in got.values()) == 1,
+              "a2 -> c2 over the localnet switch arrives once, unchanged",
+              "%s\n    sent %s\n    got  %s" % ({k: len(v) for k, v in got.items()}, l2c.hex(),
+                                               [f.hex() for f in got.get("c2", [])]))
+        check(any(t == (VLAN, MACS["a2"], MACS["c2"]) for t in tagged),
+              "the underlay carries it with VLAN tag %d" % VLAN, tagged)
+        c2l = raw(Ether(src=MACS["c2"], dst=MACS["a2"]) / IP(src=IPS["c2"], dst=IPS["a2"], ttl=64)
+                  / UDP(sport=4444, dport=3333) / Raw(b"localnet c2 -> a2"))
+        got = o.deliver("c2", c2l)
+        check(got.get("a2") == [c2l] and sum(len(v) for v in got.values()) == 1,
+              "c2 -> a2 over the localnet switch arrives once, unchanged", {k: len(v) for k, v in got.items()})
 
         # Unknown unicast: to the ports with "unknown" addresses (b2) only.
         unk = raw(Ether(src=MACS["a1"], dst="00:00:00:00:0f:0f") / IP(src=IPS["a1"], dst="10.0.0.77", ttl=64)
@@ -371,7 +494,7 @@ def main():
         got2 = o.once("a1", arp, wait=0.5)
         rows = cap()
         check(not got.get("b1") and not got2.get("b1") and not got2.get("b2")
-              and not [r for r in rows if r["src"] == NODES["A"]["ip"]],
+              and not [r for r in rows if r["src"] == NODES["A"]["ip"] and r["dst"] == NODES["B"]["ip"]],
               "after chassis-del hvB nothing is tunnelled to B", rows)
     finally:
         for n in NODES:
@@ -381,6 +504,9 @@ def main():
             for n in NODES:
                 log("--- petreld %s drops: %s" % (n, o.drops(n) if os.path.exists(o.sock(n)) else "?"))
                 log("--- petrel-ovn %s:\n%s" % (n, o.tail("petrel-ovn-" + n, 8)))
+        if FAILED and os.environ.get("OVERLAY_PAUSE"):
+            log("paused for inspection (pid %d): nsenter -t %d -n" % (os.getpid(), os.getpid()))
+            time.sleep(int(os.environ["OVERLAY_PAUSE"]))
         o.cleanup()
     log("%d failed" % len(FAILED))
     return 1 if FAILED else 0
