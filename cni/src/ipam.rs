@@ -121,7 +121,7 @@ impl Delegate {
         command: &str,
         conf: &Value,
         prev: Option<Value>,
-        env: &[(&str, &str)],
+        env: &[(&str, String)],
     ) -> Result<Value, CniError> {
         let ours = conf.get("cniVersion").and_then(Value::as_str).unwrap_or(spec::LATEST);
         let version = self.version_for(ours)?;
@@ -142,7 +142,7 @@ impl Delegate {
     ///
     /// # Errors
     /// As [`Delegate::exec`]; [`code::IPAM`] if the result has no address.
-    pub fn add(&self, conf: &Value, env: &[(&str, &str)]) -> Result<IpamResult, CniError> {
+    pub fn add(&self, conf: &Value, env: &[(&str, String)]) -> Result<IpamResult, CniError> {
         let out = self.exec("ADD", conf, None, env)?;
         let r: IpamResult = serde_json::from_value(out).map_err(|e| {
             CniError::new(
@@ -160,7 +160,7 @@ impl Delegate {
 
 /// Runs a plugin: `CNI_COMMAND=command`, `extra` env on top of ours, `stdin`;
 /// parses its stdout (empty is `null`, as DEL prints nothing).
-fn run(exe: &Path, command: &str, stdin: &[u8], extra: &[(&str, &str)]) -> Result<Value, CniError> {
+fn run(exe: &Path, command: &str, stdin: &[u8], extra: &[(&str, String)]) -> Result<Value, CniError> {
     let mut cmd = Command::new(exe);
     cmd.env("CNI_COMMAND", command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in extra {

@@ -165,6 +165,26 @@ impl Plugin<'_> {
         (self.connect)(&self.conf.control_socket).map_err(|e| unreachable(&self.conf.control_socket, &e))
     }
 
+    /// The `CNI_*` variables a delegate gets: ours, then `over` on top
+    /// (GC tears down other attachments than the one in the environment).
+    fn delegate_env(&self, over: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let e = self.env;
+        let args: Vec<String> = e.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let path = std::env::join_paths(&e.path).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut v: Vec<(&'static str, String)> = vec![
+            ("CNI_CONTAINERID", e.container_id.clone().unwrap_or_default()),
+            ("CNI_NETNS", e.netns.clone().unwrap_or_default()),
+            ("CNI_IFNAME", e.ifname.clone().unwrap_or_default()),
+            ("CNI_ARGS", args.join(";")),
+            ("CNI_PATH", path),
+        ];
+        for (k, val) in over {
+            v.retain(|(x, _)| x != k);
+            v.push((k, val.clone()));
+        }
+        v
+    }
+
     fn ipam(&self) -> Result<Option<Delegate>, CniError> {
         self.conf.ipam_type().map(|t| Delegate::find(t, &self.env.path)).transpose()
     }
@@ -239,7 +259,7 @@ impl Plugin<'_> {
         let (mut ips, mut routes, mut dns) = (Vec::new(), Vec::new(), Value::Null);
 
         if let Some(d) = ipam {
-            let r = d.add(self.raw, &[])?;
+            let r = d.add(self.raw, &self.delegate_env(&[]))?;
             ips = r.ips.into_iter().map(|i| IpConfig { interface: Some(0), ..i }).collect();
             routes = r.routes;
             dns = r.dns;
@@ -411,7 +431,7 @@ impl Plugin<'_> {
         &self,
         s: &State,
         dp: Option<&mut (dyn Dataplane + 'static)>,
-        ipam_env: &[(&str, &str)],
+        ipam_env: &[(&'static str, String)],
     ) -> Result<(), CniError> {
         let mut first: Option<CniError> = None;
         let mut note = |e: CniError| {
@@ -437,7 +457,7 @@ impl Plugin<'_> {
         }
         match self.ipam() {
             Ok(Some(d)) => {
-                if let Err(e) = d.exec("DEL", self.raw, None, ipam_env) {
+                if let Err(e) = d.exec("DEL", self.raw, None, &self.delegate_env(ipam_env)) {
                     note(e);
                 }
             }
@@ -514,7 +534,7 @@ impl Plugin<'_> {
             if d.knows("CHECK") {
                 let version = d.version_for(&self.conf.cni_version)?;
                 let prev = s.result.as_ref().map(|r| r.to_json(&version));
-                d.exec("CHECK", self.raw, prev, &[])?;
+                d.exec("CHECK", self.raw, prev, &self.delegate_env(&[]))?;
             }
         }
         Ok(())
@@ -541,7 +561,7 @@ impl Plugin<'_> {
         }
         if let Some(d) = self.ipam().map_err(|e| na("the IPAM plugin is not usable".into(), &e))? {
             if d.knows("STATUS") {
-                d.exec("STATUS", self.raw, None, &[])?;
+                d.exec("STATUS", self.raw, None, &self.delegate_env(&[]))?;
             }
         }
         Ok(())
@@ -559,7 +579,11 @@ impl Plugin<'_> {
             if keep.contains(&attach::key(&s.container_id, &s.ifname)) {
                 continue;
             }
-            let env = [("CNI_CONTAINERID", s.container_id.as_str()), ("CNI_IFNAME", s.ifname.as_str())];
+            let env = [
+                ("CNI_CONTAINERID", s.container_id.clone()),
+                ("CNI_IFNAME", s.ifname.clone()),
+                ("CNI_NETNS", s.netns.clone().unwrap_or_default()),
+            ];
             if let Err(e) = self.teardown(s, dp.as_deref_mut(), &env) {
                 first.get_or_insert(e);
             }
@@ -581,7 +605,7 @@ impl Plugin<'_> {
         }
         if let Some(d) = self.ipam()? {
             if d.knows("GC") {
-                d.exec("GC", self.raw, None, &[])?;
+                d.exec("GC", self.raw, None, &self.delegate_env(&[]))?;
             }
         }
         first.map_or(Ok(()), Err)
@@ -603,4 +627,297 @@ fn not_bound(s: &State, waited: f64) -> CniError {
 /// `10.0.0.2/24` -> `10.0.0.2`.
 fn host(cidr: &str) -> String {
     cidr.split('/').next().unwrap_or(cidr).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use petrel_dataplane::ctl::proto::{ErrorReply, LogicalPortInfo, PortStats};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    /// petreld as the plugin sees it: ports by name; server-mode sockets
+    /// appear as files; `bound` ports get a logical binding.
+    #[derive(Default)]
+    struct Fake {
+        ports: Vec<PortInfo>,
+        refuse: bool,
+        bind: bool,
+    }
+
+    struct Conn(Rc<RefCell<Fake>>);
+
+    impl Dataplane for Conn {
+        fn add_port(&mut self, spec: &str) -> Result<PortInfo, ClientError> {
+            let mut f = self.0.borrow_mut();
+            if f.refuse {
+                return Err(ClientError::Remote(ErrorReply::rejected("no more ports")));
+            }
+            let (name, rest) = spec.split_once('=').unwrap();
+            let kv: HashMap<&str, &str> = rest.split(',').filter_map(|x| x.split_once('=')).collect();
+            if kv["mode"] == "server" {
+                std::fs::write(kv["path"], b"").unwrap();
+            }
+            let p = PortInfo {
+                index: u16::try_from(f.ports.len()).unwrap(),
+                name: name.to_owned(),
+                kind: "vhost-user".into(),
+                state: "waiting".into(),
+                iface_id: Some(kv["iface-id"].to_owned()),
+                logical: f.bind.then(|| LogicalPortInfo {
+                    datapath: 1,
+                    datapath_name: "sw0".into(),
+                    port: 1,
+                    port_name: None,
+                }),
+                stats: PortStats::default(),
+            };
+            f.ports.push(p.clone());
+            Ok(p)
+        }
+        fn del_port(&mut self, name: &str) -> Result<PortInfo, ClientError> {
+            let mut f = self.0.borrow_mut();
+            let i = f.ports.iter().position(|p| p.name == name).ok_or_else(|| ErrorReply::not_found("no such port"))?;
+            Ok(f.ports.remove(i))
+        }
+        fn show(&mut self) -> Result<ShowReply, ClientError> {
+            let f = self.0.borrow();
+            Ok(ShowReply {
+                server: "fake".into(),
+                uptime_secs: 0.0,
+                generation: 1,
+                n_datapaths: 1,
+                n_rules: 0,
+                n_pmds: 1,
+                ports: f.ports.clone(),
+            })
+        }
+    }
+
+    struct World {
+        dir: tempfile::TempDir,
+        petreld: Rc<RefCell<Fake>>,
+        up: bool,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World { dir: tempfile::tempdir().unwrap(), petreld: Rc::default(), up: true }
+        }
+        fn conf(&self, extra: &str) -> String {
+            let d = self.dir.path().display();
+            format!(
+                r#"{{"cniVersion":"1.1.0","name":"net","type":"petrel","socketDir":"{d}/s","stateDir":"{d}/state"{extra}}}"#
+            )
+        }
+        fn call(&self, cmd: &str, cid: &str, conf: &str, args: &str) -> Result<Option<Value>, CniError> {
+            let vars: HashMap<&str, String> = [
+                ("CNI_COMMAND", cmd.to_owned()),
+                ("CNI_CONTAINERID", cid.to_owned()),
+                ("CNI_NETNS", "/var/run/netns/pod".to_owned()),
+                ("CNI_IFNAME", "net1".to_owned()),
+                ("CNI_ARGS", args.to_owned()),
+                ("CNI_PATH", self.dir.path().join("bin").display().to_string()),
+            ]
+            .into_iter()
+            .collect();
+            let env = Env::from_vars(|k| vars.get(k).cloned()).unwrap();
+            let fake = Rc::clone(&self.petreld);
+            let up = self.up;
+            let connect = move |p: &Path| -> Result<Box<dyn Dataplane>, ClientError> {
+                if up {
+                    Ok(Box::new(Conn(Rc::clone(&fake))))
+                } else {
+                    Err(ClientError::Connect {
+                        path: p.to_owned(),
+                        source: std::io::ErrorKind::NotFound.into(),
+                        hint: "no socket there",
+                    })
+                }
+            };
+            run(&env, conf.as_bytes(), &connect)
+        }
+        fn n_files(&self, sub: &str) -> usize {
+            std::fs::read_dir(self.dir.path().join(sub)).map(|d| d.count()).unwrap_or(0)
+        }
+        /// A fake IPAM plugin logging its commands to `ipam.log`.
+        fn fake_ipam(&self) {
+            let bin = self.dir.path().join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            let log = self.dir.path().join("ipam.log");
+            let script = format!(
+                "#!/bin/sh\necho \"$CNI_COMMAND $CNI_CONTAINERID $(head -c 200 | tr -d '\\n' | sed 's/.*cniVersion\":\"\\([^\"]*\\).*/\\1/')\" >> {}\n\
+                 case $CNI_COMMAND in\n VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}}';;\n \
+                 ADD) echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.9.0.5/24\",\"gateway\":\"10.9.0.1\"}}]}}';;\nesac\n",
+                log.display()
+            );
+            let p = bin.join("fake-ipam");
+            std::fs::write(&p, script).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        fn ipam_log(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("ipam.log")).unwrap_or_default()
+        }
+    }
+
+    const POD: &str = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod1";
+
+    #[test]
+    fn add_check_del_lifecycle() {
+        let w = World::new();
+        let conf = w.conf("");
+        let r = w.call("ADD", "c1", &conf, POD).unwrap().unwrap();
+        let i = &r["interfaces"][0];
+        assert_eq!(i["name"], "net1");
+        assert_eq!(i["mtu"], 1500);
+        assert_eq!(i["sandbox"], "/var/run/netns/pod");
+        let sock = PathBuf::from(i["socketPath"].as_str().unwrap());
+        assert!(sock.exists() && sock.as_os_str().len() < 108);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o660);
+        let port = w.petreld.borrow().ports[0].clone();
+        assert_eq!(port.iface_id.as_deref(), Some("pod1.default"));
+        assert!(port.name.starts_with("cni-"));
+        // The pod's configuration data sits beside the socket.
+        let cd = std::fs::read_dir(sock.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("configData-c1-net1"))
+            .unwrap();
+        let cd: Value = serde_json::from_slice(&std::fs::read(cd.path()).unwrap()).unwrap();
+        assert_eq!(cd["config"]["vhost"]["socketfile"], "net1.sock");
+        assert_eq!(cd["ipResult"]["interfaces"][0]["mac"], i["mac"]);
+
+        // Not bound yet (no petrel-ovn): CHECK says so, with its code.
+        let e = w.call("CHECK", "c1", &conf, POD).unwrap_err();
+        assert_eq!(e.code, code::NOT_BOUND, "{e}");
+        assert!(e.msg.contains("petrel-ovn"), "{e}");
+        w.petreld.borrow_mut().ports[0].logical =
+            Some(LogicalPortInfo { datapath: 1, datapath_name: "sw0".into(), port: 1, port_name: None });
+        let with_prev = w.conf(&format!(r#","prevResult":{r}"#));
+        assert_eq!(w.call("CHECK", "c1", &with_prev, POD).unwrap(), None);
+        // A prevResult with another MAC fails CHECK.
+        let mut other = r.clone();
+        other["interfaces"][0]["mac"] = Value::String("02:00:00:00:00:99".into());
+        let e = w.call("CHECK", "c1", &w.conf(&format!(r#","prevResult":{other}"#)), POD).unwrap_err();
+        assert!(e.msg.contains("MAC"), "{e}");
+
+        assert_eq!(w.call("DEL", "c1", &conf, POD).unwrap(), None);
+        assert!(w.petreld.borrow().ports.is_empty());
+        assert!(!sock.exists());
+        assert_eq!(w.n_files("s"), 0, "the attachment's directory is gone");
+        assert_eq!(w.n_files("state"), 0, "the state file is gone");
+        // DEL again, and DEL without petreld: still success.
+        assert_eq!(w.call("DEL", "c1", &conf, POD).unwrap(), None);
+        let down = World { up: false, ..World::new() };
+        assert_eq!(down.call("DEL", "c1", &down.conf(""), "").unwrap(), None);
+        // CHECK after DEL: the container is unknown.
+        assert_eq!(w.call("CHECK", "c1", &conf, POD).unwrap_err().code, code::UNKNOWN_CONTAINER);
+    }
+
+    #[test]
+    fn add_without_petreld_is_try_again_and_leaves_nothing() {
+        let w = World { up: false, ..World::new() };
+        let e = w.call("ADD", "c1", &w.conf(""), POD).unwrap_err();
+        assert_eq!(e.code, code::TRY_AGAIN);
+        assert!(e.msg.contains("controlSocket"), "{e}");
+        assert_eq!(w.n_files("state") + w.n_files("s"), 0);
+        assert_eq!(w.call("STATUS", "", &w.conf(""), "").unwrap_err().code, code::NOT_AVAILABLE);
+    }
+
+    #[test]
+    fn refused_port_undoes_the_address_and_the_files() {
+        let w = World::new();
+        w.fake_ipam();
+        w.petreld.borrow_mut().refuse = true;
+        let conf = w.conf(r#","ipam":{"type":"fake-ipam"}"#);
+        let e = w.call("ADD", "c1", &conf, POD).unwrap_err();
+        assert_eq!(e.code, code::DATAPLANE_REFUSED, "{e}");
+        let log = w.ipam_log();
+        assert!(
+            log.contains("ADD c1 1.0.0") && log.contains("DEL c1"),
+            "IPAM spoken to in 1.0.0, then released: {log}"
+        );
+        assert_eq!(w.n_files("state") + w.n_files("s"), 0);
+    }
+
+    #[test]
+    fn ipam_addresses_are_in_the_result() {
+        let w = World::new();
+        w.fake_ipam();
+        let conf = w.conf(r#","ipam":{"type":"fake-ipam"},"runtimeConfig":{"mac":"02:00:00:00:00:07"}"#);
+        let r = w.call("ADD", "c1", &conf, POD).unwrap().unwrap();
+        assert_eq!(r["ips"][0]["address"], "10.9.0.5/24");
+        assert_eq!(r["ips"][0]["gateway"], "10.9.0.1");
+        assert_eq!(r["ips"][0]["interface"], 0);
+        assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:07");
+        w.call("DEL", "c1", &conf, POD).unwrap();
+        assert!(w.ipam_log().contains("DEL c1"));
+    }
+
+    #[test]
+    fn missing_pod_identity_or_ifname() {
+        let w = World::new();
+        let e = w.call("ADD", "c1", &w.conf(""), "IgnoreUnknown=1").unwrap_err();
+        assert_eq!(e.code, code::INVALID_ENV);
+        assert!(e.msg.contains("K8S_POD_NAME"), "{e}");
+        let e = w.call("ADD", "", &w.conf(""), POD).unwrap_err();
+        assert!(e.msg.contains("CNI_CONTAINERID"), "{e}");
+        let e = w.call("ADD", "c1", &w.conf(r#","ipam":{"type":"absent-ipam"}"#), POD).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("absent-ipam"), "{e}");
+        let e = w.call("ADD", "c1", &w.conf(r#","sharedDir":"/x/{K8S_POD_UID}""#), POD).unwrap_err();
+        assert_eq!(e.code, code::INVALID_ENV);
+        assert!(e.msg.contains("K8S_POD_UID"), "{e}");
+    }
+
+    #[test]
+    fn gc_removes_what_is_not_valid() {
+        let w = World::new();
+        let conf = w.conf("");
+        for c in ["c1", "c2", "c3"] {
+            w.call("ADD", c, &conf, POD).unwrap();
+        }
+        // A leaked port nobody has a record of.
+        w.petreld.borrow_mut().ports.push(PortInfo {
+            index: 9,
+            name: "cni-000000000000".into(),
+            kind: "vhost-user".into(),
+            state: "waiting".into(),
+            iface_id: None,
+            logical: None,
+            stats: PortStats::default(),
+        });
+        let gc = w.conf(r#","cni.dev/valid-attachments":[{"containerID":"c2","ifname":"net1"}]"#);
+        assert_eq!(w.call("GC", "", &gc, "").unwrap(), None);
+        let ports: Vec<String> = w.petreld.borrow().ports.iter().map(|p| p.name.clone()).collect();
+        assert_eq!(ports, vec![Paths::new(&NetConf::parse(conf.as_bytes()).unwrap(), "c2", "net1").unwrap().port()]);
+        assert_eq!(w.n_files("state"), 1);
+        assert_eq!(w.n_files("s"), 1);
+        // Another network's GC leaves this network's attachments alone.
+        let other =
+            gc.replace(r#""name":"net""#, r#""name":"other""#).replace(r#"{"containerID":"c2","ifname":"net1"}"#, "");
+        w.call("GC", "", &other, "").unwrap();
+        assert_eq!(w.petreld.borrow().ports.len(), 1);
+    }
+
+    #[test]
+    fn repeated_add_replaces_the_attachment() {
+        let w = World::new();
+        let conf = w.conf("");
+        let a = w.call("ADD", "c1", &conf, POD).unwrap().unwrap();
+        let b = w.call("ADD", "c1", &conf, POD).unwrap().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(w.petreld.borrow().ports.len(), 1);
+    }
+
+    #[test]
+    fn version_needs_no_stdin() {
+        let env = Env::from_vars(|k| (k == "CNI_COMMAND").then(|| "VERSION".to_owned())).unwrap();
+        let v =
+            run(&env, b"", &|_: &Path| -> Result<Box<dyn Dataplane>, ClientError> { unreachable!() }).unwrap().unwrap();
+        assert_eq!(v["supportedVersions"][4], "1.1.0");
+    }
 }
