@@ -17,12 +17,12 @@ fi
 # Debian packages, by what each is for:
 #   build:  libdpdk-dev (DPDK 22.11 headers + pkg-config), libclang-dev + clang (bindgen), pkg-config
 #   run:    dpdk (PMD drivers), dpdk-dev (dpdk-testpmd: pod app and generator)
-#   tests:  python3-scapy (fixtures), tshark (dissection checks), iproute2 (netns, veth)
+#   tests:  python3-scapy (fixtures), tshark (dissection checks), iproute2 (netns, veth), iputils-ping (underlay)
 #   OVN:    ovn-central (ovsdb-server, ovn-northd, ovn-nbctl/-sbctl), ovn-host (ovn-controller, ovn-trace)
 #   CNI:    containernetworking-plugins (host-local IPAM for petrel-cni), python3-venv
 #           (kubernetes-validate, below, checks deploy/)
 PKGS=(libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config python3-scapy tshark iproute2
-      ovn-central ovn-host procps containernetworking-plugins python3-venv)
+      ovn-central ovn-host procps iputils-ping containernetworking-plugins python3-venv)
 
 missing=()
 for p in "${PKGS[@]}"; do
