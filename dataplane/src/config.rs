@@ -85,6 +85,11 @@ pub struct Cli {
     /// Group that owns the control socket (name or gid), so non-root tools in it can connect.
     #[arg(long, value_name = "GROUP")]
     pub control_group: Option<String>,
+    /// Where ports added at runtime (`petrelctl add-port`) are remembered, so a
+    /// restarted petreld adds them back (default: `<control socket>.ports.json`;
+    /// `none`: forget them).
+    #[arg(long, value_name = "FILE")]
+    pub ports_file: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -302,6 +307,8 @@ pub struct Plan {
     pub control_socket: Option<PathBuf>,
     /// Control socket group.
     pub control_group: Option<String>,
+    /// Where runtime ports are remembered.
+    pub ports_file: Option<PathBuf>,
     /// Tunnel endpoints: (port index, spec).
     pub uplinks: Vec<(usize, crate::underlay::UplinkSpec)>,
     /// Static neighbours.
@@ -520,6 +527,15 @@ impl Cli {
                 "no ports: give at least one --port, or a control socket to add them at runtime (petrelctl add-port)"
             );
         }
+        plan.ports_file = match self.ports_file.as_deref() {
+            Some("none") => None,
+            Some(f) => Some(PathBuf::from(f)),
+            None => control_socket.as_ref().map(|s| {
+                let mut p = s.clone().into_os_string();
+                p.push(".ports.json");
+                PathBuf::from(p)
+            }),
+        };
         plan.control_socket = control_socket;
         plan.control_group = control_group;
         Ok(plan)
@@ -694,6 +710,7 @@ fn build_plan(
         exit_when_idle_ms,
         control_socket: None,
         control_group: None,
+        ports_file: None,
         uplinks: Vec::new(),
         neighbors: Vec::new(),
     })

@@ -101,6 +101,15 @@ fn run() -> Result<()> {
         );
     }
     ports.set_links(links);
+    if let Some(f) = &plan.ports_file {
+        let (ok, failed) = ports.restore(f);
+        if !ok.is_empty() {
+            eprintln!("petreld: {} runtime port(s) restored from {}", ok.len(), f.display());
+        }
+        for (spec, e) in failed {
+            eprintln!("petreld: could not restore port {spec:?} from {}: {e}", f.display());
+        }
+    }
     let stop_ctl = Arc::new(AtomicBool::new(false));
     let ctl = match &plan.control_socket {
         Some(path) => {
