@@ -116,10 +116,14 @@ done
 ((DURATION >= 2 && REPS >= 1)) || die "DURATION >= 2 and REPS >= 1" 2
 for s in $SYSTEMS; do [[ $s =~ ^(ceiling|ovs|petrel)$ ]] || die "unknown system '$s'" 2; done
 for s in $SCENARIOS; do [[ $s =~ ^(xconnect|ovn|ovn-acl|ovn-acl-ct)$ ]] || die "unknown scenario '$s'" 2; done
-for s in $SIZES; do [[ $s =~ ^[0-9]+$ ]] && ((s >= 64 && s <= 1518)) || die "frame size $s not in 64..1518" 2; done
-for f in $FLOWS; do [[ $f =~ ^[0-9]+$ ]] && ((f >= 1 && f <= 65535)) || die "flow count $f not in 1..65535" 2; done
+for s in $SIZES; do
+    if ! [[ $s =~ ^[0-9]+$ ]] || ((s < 64 || s > 1518)); then die "frame size $s not in 64..1518" 2; fi
+done
+for f in $FLOWS; do
+    if ! [[ $f =~ ^[0-9]+$ ]] || ((f < 1 || f > 65535)); then die "flow count $f not in 1..65535" 2; fi
+done
 OVSD=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
-need=(dpdk-testpmd ovsdb-tool ovsdb-server ovs-vsctl ovs-ofctl ovs-appctl ovn-northd ovn-nbctl ovn-controller awk bc)
+need=(dpdk-testpmd ovsdb-tool ovsdb-server ovs-vsctl ovs-ofctl ovs-appctl ovn-northd ovn-nbctl ovn-controller awk stdbuf join getconf)
 for t in "${need[@]}"; do
     command -v "$t" >/dev/null || die "missing $t: run scripts/bootstrap.sh" 2
 done
@@ -244,7 +248,7 @@ tp_start() {
 tp_cmd() {   # tp_cmd FD LOG CMD: run a testpmd command, print its output
     local fd=$1 logf=$2 off i
     off=$(stat -c %s "$logf")
-    echo "$3" >&"$fd"
+    echo "$3" 1>&"$fd"
     for i in $(seq 250); do
         sleep 0.02
         tail -c +$((off + 1)) "$logf" | grep -q 'testpmd> ' && break
@@ -282,7 +286,7 @@ gen_stop() {   # stop the generator only (the SUT reconnects to the next one)
     local pid=${PIDS[-1]}
     [[ ${ROLE[$pid]:-} == gen ]] || die "internal: the generator is not the last process"
     tp_cmd "$GEN_FD" "$GEN_LOG" "stop" >/dev/null
-    echo quit >&"$GEN_FD" 2>/dev/null || true
+    echo quit 1>&"$GEN_FD" 2>/dev/null || true
     close_fd GEN_FD
     kill_pid "$pid"
     unset 'PIDS[-1]' "ROLE[$pid]"
@@ -430,7 +434,6 @@ sut_start() {
             "${NBCTL[@]}" --timeout=60 --wait=hv sync ||
                 die "petrel-ovn did not bring the switch into force (see $SUT_DIR/petrel-ovn.log)"
             "${PETRELCTL[@]}" show >"$SUT_DIR/petrelctl-show.txt" 2>&1 || true
-            "${PETRELCTL[@]}" refusals >"$SUT_DIR/refusals.txt" 2>&1 || true
         fi ;;
     esac
 }
@@ -438,15 +441,17 @@ sut_start() {
 sut_stop() {   # stop the SUT and everything of its scenario
     if [[ $1 == petrel && -S $RUN/petreld.sock ]]; then
         "${PETRELCTL[@]}" drops >"$SUT_DIR/petrelctl-drops.txt" 2>&1 || true
+        "${PETRELCTL[@]}" refusals >"$SUT_DIR/petrelctl-refusals.txt" 2>&1 || true
     fi
     stop_all
     rm -rf "${RUN:?}"/ovs "${RUN:?}"/ovn "$RUN/petreld.sock"
 }
 
-# refusals SYSTEM SCENARIO: how many logical flows the system refused (Petrel only)
-refused() {
-    [[ $1 == petrel && $2 != xconnect && -f $SUT_DIR/refusals.txt ]] || { echo 0; return; }
-    grep -ciE 'conntrack|ct_|unsupported' "$SUT_DIR/refusals.txt" || true
+# unsupported_drops: packets Petrel dropped so far because a logical flow
+# needs what it refuses to approximate (conntrack, ...); 0 for the others
+unsupported_drops() {
+    [[ $1 == petrel ]] || { echo 0; return; }
+    "${PETRELCTL[@]}" drops 2>/dev/null | awk '$1 == "unsupported" {n = $2} END {print n + 0}'
 }
 
 # SUT cycles per packet over the window: sut_cyc_begin / sut_cyc_end SYSTEM
@@ -582,6 +587,8 @@ measure() {
 measure_once() {
     local sys=$1 scen=$2 size=$3 flows=$4 rep=$5 try=$6
     MEAS=$LOGS/$sys.$scen.${size}B.${flows}f.r$rep.t$try
+    local unsup0
+    unsup0=$(unsupported_drops "$sys")
     gen_start "$size" "$flows" "$MEAS.gen.log"
     tp_cmd "$GEN_FD" "$GEN_LOG" start >/dev/null
     nap "$INJECT"
@@ -604,7 +611,7 @@ measure_once() {
     local sutc genf el
     sutc=$(sut_cyc_end "$sys")
     genf=$(tp_cmd "$GEN_FD" "$GEN_LOG" "show fwd stats all")
-    el=$(echo "$t1 - $t0" | bc -l)
+    el=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
     placement "$MEAS.before" "$MEAS.after" "$el"
     local ours foreign
     ours=$(LC_ALL=C join -j 1 <(awk '{print $1 "/" $2, $3}' "$MEAS.before" | LC_ALL=C sort) \
@@ -622,17 +629,17 @@ measure_once() {
         if (match(g, /CPU cycles\/packet=[0-9.]+/)) cyc = substr(g, RSTART + 18, RLENGTH - 18)
         if (match(g, /at [0-9]+ MHz/)) mhz = substr(g, RSTART + 3, RLENGTH - 7)
         busy = (cyc != "" && mhz > 0 ? 100 * cyc * n / (t1 - t0) / (mhz * 1e6) : -1)
-        printf "%.3f %.3f %.0f %.3f %.3f", mpps, stab, busy, z[1] - x[1], z[2] - x[2] }')
-    local mpps stab gbusy rx0 rx1 cyc sbusy hit flag=""
-    read -r mpps stab gbusy rx0 rx1 <<<"$row"
+        printf "%.3f %.3f %.0f", mpps, stab, busy }')
+    local mpps stab gbusy cyc sbusy hit flag=""
+    read -r mpps stab gbusy <<<"$row"
     read -r cyc sbusy hit <<<"$sutc"
     ((foreign > FOREIGN_MAX)) && flag+="disturbed(${foreign}%);"
     flag+=$PLACEMENT_FLAG
     ((gbusy > 85)) && flag+="generator-bound(${gbusy}%);"
     [[ $mpps == 0.000 ]] && flag+="no-traffic;"
-    local ref
-    ref=$(refused "$sys" "$scen")
-    ((ref > 0)) && flag+="refused($ref);"
+    local unsup
+    unsup=$(($(unsupported_drops "$sys") - unsup0))
+    ((unsup > 0)) && flag+="refused($unsup unsupported drops);"
     LAST_FLAG=$flag
     gen_stop
     echo "$scen,$size,$flows,$sys,$rep,$try,$mpps,$stab,$cyc,$sbusy,$hit,$gbusy,$foreign,${flag%;}" >>"$RESULTS"
@@ -707,8 +714,12 @@ awk -F, 'NR > 1 {k = $1 "," $2 "," $3 "," $4 "," $5; v[k] = $0} END {for (k in v
 # The table: one row per scenario x size x flows, the ceiling from its own cell.
 awk -F, -v scen="$SCENARIOS" -v sizes="$SIZES" -v flows="$FLOWS" '
     NR > 1 {k = $1 "," $2 "," $3 "," $4; md[k] = $6; sp[k] = $9; fl[k] = $11}
-    function cell(k) {return (k in md ? sprintf("%.2f ±%.0f%%", md[k], sp[k]) : "-")}
-    function ratio(a, b) {return (a in md && b in md && md[b] > 0 ? sprintf("%.2f", md[a] / md[b]) : "-")}
+    function cell(k) {
+        if (!(k in md)) return "-"
+        if (md[k] < 0.01 && fl[k] ~ /refused/) return "refused"
+        return sprintf("%.2f ±%.0f%%", md[k], sp[k])
+    }
+    function ratio(a, b) {return (a in md && b in md && md[b] > 0 && md[a] >= 0.01 ? sprintf("%.2f", md[a] / md[b]) : "-")}
     END {
         printf "%-11s %6s %6s | %-14s %-14s %-14s | %-10s %-13s | %s\n", "scenario", "frame", "flows",
             "ceiling Mpps", "OVS Mpps", "Petrel Mpps", "Petrel/OVS", "Petrel/ceil.", "notes"
@@ -717,7 +728,7 @@ awk -F, -v scen="$SCENARIOS" -v sizes="$SIZES" -v flows="$FLOWS" '
             b = S[i] "," Z[j] "," F[l]; c = "ceiling," Z[j] "," F[l] ",ceiling"
             o = b ",ovs"; p = b ",petrel"
             notes = ""
-            if (fl[p] ~ /refused/) notes = notes "Petrel refuses (drops) what it cannot run; "
+            if (fl[p] ~ /refused/) notes = notes "Petrel drops what it cannot run yet (conntrack: petrelctl refusals); "
             if (fl[c] fl[o] fl[p] ~ /disturbed/) notes = notes "some reps disturbed by other processes; "
             if (fl[c] fl[o] fl[p] ~ /generator-bound/) notes = notes "generator > 85% busy; "
             if (fl[o] fl[p] ~ /no-traffic/) notes = notes "no traffic in some reps; "

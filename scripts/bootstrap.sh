@@ -20,10 +20,12 @@ fi
 #   tests:  python3-scapy (fixtures), tshark (dissection checks), iproute2 (netns, veth), iputils-ping (underlay)
 #   OVN:    ovn-central (ovsdb-server, ovn-northd, ovn-nbctl/-sbctl), ovn-host (ovn-controller, ovn-trace),
 #           openvswitch-switch (the OVS chassis of scripts/overlay-test.sh)
+#   bench:  openvswitch-switch-dpdk (OVS-DPDK, the peer that scripts/bench.sh measures)
 #   CNI:    containernetworking-plugins (host-local IPAM for petrel-cni), python3-venv
 #           (kubernetes-validate, below, checks deploy/)
 PKGS=(libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config python3-scapy tshark iproute2
-      ovn-central ovn-host openvswitch-switch procps iputils-ping containernetworking-plugins python3-venv)
+      ovn-central ovn-host openvswitch-switch procps iputils-ping containernetworking-plugins python3-venv
+      openvswitch-switch-dpdk)
 
 missing=()
 for p in "${PKGS[@]}"; do
