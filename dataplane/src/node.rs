@@ -35,6 +35,9 @@ pub struct PetreldNode {
     learn_cursors: Mutex<Vec<u64>>,
     start: Instant,
     tsc_hz: u64,
+    /// Tunnel endpoints (name, spec, slot) and the neighbour table.
+    underlay: Vec<(String, crate::underlay::UplinkSpec, usize)>,
+    neighbors: Option<crate::underlay::Neighbors>,
 }
 
 impl PetreldNode {
@@ -56,7 +59,44 @@ impl PetreldNode {
             learn_cursors: Mutex::new(Vec::new()),
             start: Instant::now(),
             tsc_hz,
+            underlay: Vec::new(),
+            neighbors: None,
         }
+    }
+
+    /// Shows these tunnel endpoints and the remote chassis' next hops from
+    /// this neighbour table.
+    pub fn with_underlay(
+        mut self,
+        uplinks: Vec<(String, crate::underlay::UplinkSpec, usize)>,
+        neighbors: crate::underlay::Neighbors,
+    ) -> Self {
+        self.underlay = uplinks;
+        self.neighbors = Some(neighbors);
+        self
+    }
+
+    fn tunnels(&self, snap: &Snapshot) -> Vec<crate::ctl::proto::TunnelInfo> {
+        use crate::underlay::{route, Uplink};
+        let ups: Vec<Uplink> = self.underlay.iter().map(|(_, s, slot)| Uplink::new(s, *slot, [0; 6])).collect();
+        let neigh = self.neighbors.as_ref().map(|n| n.load_full());
+        let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        snap.chassis
+            .iter()
+            .map(|c| {
+                let r = match c.ip {
+                    std::net::IpAddr::V4(v4) => route(&ups, u32::from(v4)),
+                    std::net::IpAddr::V6(_) => None,
+                };
+                crate::ctl::proto::TunnelInfo {
+                    chassis: c.name.clone(),
+                    ip: c.ip.to_string(),
+                    uplink: r.map(|(u, _)| self.underlay[u].0.clone()),
+                    nexthop: r.map(|(_, n)| std::net::Ipv4Addr::from(n).to_string()),
+                    mac: r.and_then(|(_, n)| neigh.as_ref()?.get(n)).map(mac),
+                }
+            })
+            .collect()
     }
 
     fn per_pmd(&self) -> Vec<Counters> {
@@ -106,6 +146,17 @@ impl Node for PetreldNode {
             n_rules: render::n_rules(&snap),
             n_pmds: self.stats.len(),
             ports: self.ports(&total),
+            uplinks: self
+                .underlay
+                .iter()
+                .map(|(name, s, _)| crate::ctl::proto::UplinkInfo {
+                    port: name.clone(),
+                    ip: format!("{}/{}", s.ip, s.prefix),
+                    gw: s.gw.map(|g| g.to_string()),
+                    mtu: s.mtu,
+                })
+                .collect(),
+            tunnels: if self.underlay.is_empty() { Vec::new() } else { self.tunnels(&snap) },
         }
     }
 

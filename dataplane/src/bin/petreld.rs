@@ -119,6 +119,10 @@ fn run() -> Result<()> {
                 shared.clone(),
                 Arc::clone(&tables),
                 eal.tsc_hz(),
+            )
+            .with_underlay(
+                plan.uplinks.iter().map(|(i, s)| (plan.ports[*i].name.clone(), s.clone(), *i)).collect(),
+                neigh.published(),
             );
             let opts = SocketOpts { group: plan.control_group.clone(), ..SocketOpts::default() };
             let h = serve(path, opts, Arc::new(node), Arc::clone(&stop_ctl))
