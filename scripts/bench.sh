@@ -46,13 +46,20 @@
 #
 # Output: the table on stdout (median over REPS, spread = (max-min)/2 in %
 # of the median; ratios of medians); under OUT (default
-# target/bench/<timestamp>/): results.csv (every measurement), summary.csv,
-# summary.json, table.txt, env.txt and logs/ (every command's log, OVS
-# pmd-stats, petrelctl pmd-stats and refusals).
+# target/bench/<timestamp>/): results.csv (every measurement: Mpps total
+# and per direction, stability = rate in the 2nd half / 1st half, SUT busy
+# cycles per packet and busy %, exact-match cache hit %, generator busy %,
+# foreign CPU %, flags), summary.csv, summary.json, table.txt, env.txt and
+# logs/ (every process's log, thread placement, OVS pmd-stats, petrelctl
+# pmd-stats, drops and refusals).
+# Flags: disturbed(% of a CPU: the busiest other processes), busy-helper,
+#   generator-bound (generator > 85% busy: the SUT may not be the limit),
+#   no-traffic, one-way, decaying (the loop loses packets),
+#   refused (Petrel dropped packets as `unsupported`: see petrelctl refusals).
 #
 # Usage: scripts/bench.sh [--quick] [--help]
 #   --quick        QUICK=1: DURATION=2 WARMUP=1 REPS=1 RETRIES=0 IDLE_WAIT=0
-#                  (a smoke test of every cell: about 5 minutes)
+#                  (a smoke test of every cell: about 6 minutes)
 # Env (defaults): REPS (3) DURATION (10 s) WARMUP (3 s) INJECT (0.3 s)
 #   SYSTEMS ("ceiling ovs petrel") SCENARIOS ("xconnect ovn ovn-acl ovn-acl-ct")
 #   SIZES ("64 1518") FLOWS ("1 1000") GEN_CORE (0) SUT_CORE (1)
@@ -398,10 +405,14 @@ sut_start() {
                 --log-file="$SUT_DIR/ovn-controller.log" --detach --no-chdir >>"$SUT_DIR/console.log" 2>&1
             started "$(pidfile "$RUN/ovn/controller.pid")" aux
             "${NBCTL[@]}" --timeout=60 --wait=hv sync
-            local i
-            for i in 0 1; do
-                [[ $("${VSCTL[@]}" --if-exists get Interface "vhu$i" external_ids:ovn-installed) == '"true"' ]] ||
-                    die "ovn-controller did not install vhu$i (see $SUT_DIR/ovn-controller.log)"
+            local i p
+            for p in 0 1; do
+                for i in $(seq 120); do
+                    [[ $("${VSCTL[@]}" --if-exists get Interface "vhu$p" external_ids:ovn-installed) == '"true"' ]] && break
+                    nap 0.25
+                done
+                [[ $("${VSCTL[@]}" --if-exists get Interface "vhu$p" external_ids:ovn-installed) == '"true"' ]] ||
+                    die "ovn-controller did not install vhu$p in 30 s (see $SUT_DIR/ovn-controller.log)"
             done
             ovs-ofctl -O OpenFlow15 dump-flows br-int >"$SUT_DIR/of-flows.txt" 2>&1 || true
         fi ;;
@@ -514,6 +525,21 @@ threads() {   # "pid tid jiffies allowed-cpus comm" for every thread started her
     done
 }
 
+procs() {   # "pid jiffies comm" of every process (for naming who disturbed a measurement)
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+        pid = $1; s = $0; c = s; sub(/^[^(]*\(/, "", c); sub(/\)[^)]*$/, "", c); gsub(/ /, "_", c)
+        sub(/^.*\) /, "", s); split(s, f, " "); print pid, f[12] + f[13], c }'
+}
+
+# top_foreign BEFORE AFTER SECONDS: the 3 busiest processes not started here
+top_foreign() {
+    local ours=" ${PIDS[*]} $$ "
+    LC_ALL=C join -j 1 <(LC_ALL=C sort -k1,1 "$1") <(LC_ALL=C sort -k1,1 "$2") |
+        awk -v ours="$ours" -v el="$3" -v hz="$(getconf CLK_TCK)" \
+            'index(ours, " " $1 " ") == 0 {d = 100 * ($4 - $2) / (el * hz); if (d >= 5) printf "%.0f %s\n", d, $3}' |
+        sort -rn | head -3 | awk '{printf "%s%s=%s%%", (NR > 1 ? " " : ""), $2, $1}'
+}
+
 # wait_quiet: before a measurement, wait (at most IDLE_WAIT s) until the
 # processes not started here use less than FOREIGN_MAX % of a CPU.
 wait_quiet() {
@@ -601,12 +627,14 @@ measure_once() {
     sut_cyc_begin "$sys"
     tp_cmd "$GEN_FD" "$GEN_LOG" "clear fwd stats all" >/dev/null
     threads >"$MEAS.before"
+    procs >"$MEAS.procs0"
     c0=$(cpu_total); t0=$(date +%s.%N); a0=$(gen_rx)
     nap "$half"
     tm=$(date +%s.%N); am=$(gen_rx)
     nap $((DURATION - half))
     t1=$(date +%s.%N); a1=$(gen_rx)
     c1=$(cpu_total)
+    procs >"$MEAS.procs1"
     threads >"$MEAS.after"
     local sutc genf el
     sutc=$(sut_cyc_end "$sys")
@@ -629,20 +657,32 @@ measure_once() {
         if (match(g, /CPU cycles\/packet=[0-9.]+/)) cyc = substr(g, RSTART + 18, RLENGTH - 18)
         if (match(g, /at [0-9]+ MHz/)) mhz = substr(g, RSTART + 3, RLENGTH - 7)
         busy = (cyc != "" && mhz > 0 ? 100 * cyc * n / (t1 - t0) / (mhz * 1e6) : -1)
-        printf "%.3f %.3f %.0f", mpps, stab, busy }')
-    local mpps stab gbusy cyc sbusy hit flag=""
-    read -r mpps stab gbusy <<<"$row"
+        printf "%.3f %.3f %.0f %.3f %.3f", mpps, stab, busy, (z[2] - x[2]) / (t1 - t0) / 1e6, (z[1] - x[1]) / (t1 - t0) / 1e6 }')
+    local mpps stab gbusy ab ba cyc sbusy hit flag=""
+    read -r mpps stab gbusy ab ba <<<"$row"
     read -r cyc sbusy hit <<<"$sutc"
-    ((foreign > FOREIGN_MAX)) && flag+="disturbed(${foreign}%);"
+    if ((foreign > FOREIGN_MAX)); then
+        local who
+        who=$(top_foreign "$MEAS.procs0" "$MEAS.procs1" "$el")
+        flag+="disturbed(${foreign}%${who:+: $who});"
+    fi
+    rm -f "$MEAS.procs0" "$MEAS.procs1"
     flag+=$PLACEMENT_FLAG
     ((gbusy > 85)) && flag+="generator-bound(${gbusy}%);"
-    [[ $mpps == 0.000 ]] && flag+="no-traffic;"
+    # In a closed loop a SUT that loses packets empties the loop: the rate decays.
+    if [[ $mpps == 0.000 ]]; then
+        flag+="no-traffic;"
+    elif [[ $ab == 0.000 || $ba == 0.000 ]]; then
+        flag+="one-way;"
+    elif awk -v s="$stab" 'BEGIN {exit !(s < 0.7)}'; then
+        flag+="decaying(${stab});"
+    fi
     local unsup
     unsup=$(($(unsupported_drops "$sys") - unsup0))
     ((unsup > 0)) && flag+="refused($unsup unsupported drops);"
     LAST_FLAG=$flag
     gen_stop
-    echo "$scen,$size,$flows,$sys,$rep,$try,$mpps,$stab,$cyc,$sbusy,$hit,$gbusy,$foreign,${flag%;}" >>"$RESULTS"
+    echo "$scen,$size,$flows,$sys,$rep,$try,$mpps,$ab,$ba,$stab,$cyc,$sbusy,$hit,$gbusy,$foreign,${flag%;}" >>"$RESULTS"
     log "  $(printf '%-8s %-11s %5sB %5s flows rep %s: %8s Mpps  SUT %4s cyc/pkt  gen busy %3s%%  foreign %3s%%  %s' \
         "$sys" "$scen" "$size" "$flows" "$rep" "$mpps" "$cyc" "$gbusy" "$foreign" "${flag%;}")"
 }
@@ -657,7 +697,7 @@ measure_once() {
     echo "REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP INJECT=$INJECT SIZES='$SIZES' FLOWS='$FLOWS'"
     echo "SYSTEMS='$SYSTEMS' SCENARIOS='$SCENARIOS' GEN_CORE=$GEN_CORE SUT_CORE=$SUT_CORE FOREIGN_MAX=$FOREIGN_MAX"
 } >"$OUT/env.txt"
-echo "scenario,frame_bytes,flows,system,rep,try,mpps,stability,sut_cycles_per_packet,sut_busy_pct,sut_cache_hit_pct,gen_busy_pct,foreign_cpu_pct,flags" >"$RESULTS"
+echo "scenario,frame_bytes,flows,system,rep,try,mpps,mpps_a_to_b,mpps_b_to_a,stability,sut_cycles_per_packet,sut_busy_pct,sut_cache_hit_pct,gen_busy_pct,foreign_cpu_pct,flags" >"$RESULTS"
 
 cells=0
 for sys in $SYSTEMS; do
@@ -699,8 +739,8 @@ awk -F, 'NR > 1 {k = $1 "," $2 "," $3 "," $4 "," $5; v[k] = $0} END {for (k in v
         }
         {
             k = $1 "," $2 "," $3 "," $4; m[k] = m[k] " " $7; n[k]++
-            if ($9 != "-") {c[k] = c[k] " " $9; nc[k]++}
-            if ($14 != "") f[k] = f[k] (f[k] == "" ? "" : "|") $14
+            if ($11 != "-") {c[k] = c[k] " " $11; nc[k]++}
+            if ($16 != "") f[k] = f[k] (f[k] == "" ? "" : "|") $16
         }
         END {
             for (k in m) {
@@ -732,6 +772,7 @@ awk -F, -v scen="$SCENARIOS" -v sizes="$SIZES" -v flows="$FLOWS" '
             if (fl[c] fl[o] fl[p] ~ /disturbed/) notes = notes "some reps disturbed by other processes; "
             if (fl[c] fl[o] fl[p] ~ /generator-bound/) notes = notes "generator > 85% busy; "
             if (fl[o] fl[p] ~ /no-traffic/) notes = notes "no traffic in some reps; "
+            if (fl[c] fl[o] fl[p] ~ /one-way|decaying/) notes = notes "loss in the loop (one-way/decaying) in some reps; "
             printf "%-11s %5sB %6s | %-14s %-14s %-14s | %-10s %-13s | %s\n", S[i], Z[j], F[l],
                 cell(c), cell(o), cell(p), ratio(p, o), ratio(p, c), notes
         }
