@@ -84,16 +84,13 @@ impl PetreldNode {
         snap.chassis
             .iter()
             .map(|c| {
-                let r = match c.ip {
-                    std::net::IpAddr::V4(v4) => route(&ups, u32::from(v4)),
-                    std::net::IpAddr::V6(_) => None,
-                };
+                let r = route(&ups, &crate::underlay::ip16(c.ip));
                 crate::ctl::proto::TunnelInfo {
                     chassis: c.name.clone(),
                     ip: c.ip.to_string(),
                     uplink: r.map(|(u, _)| self.underlay[u].0.clone()),
-                    nexthop: r.map(|(_, n)| std::net::Ipv4Addr::from(n).to_string()),
-                    mac: r.and_then(|(_, n)| neigh.as_ref()?.get(n)).map(mac),
+                    nexthop: r.map(|(_, n)| crate::underlay::ip_of(&n).to_string()),
+                    mac: r.and_then(|(_, n)| neigh.as_ref()?.get(&n)).map(mac),
                 }
             })
             .collect()
@@ -229,11 +226,11 @@ impl Node for PetreldNode {
     }
 
     fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {
-        let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
-        self.ports.removable(name).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
         // Held until the port is gone: nothing can publish tables naming it
         // in between.
         let _guard = self.publish_lock.lock().map_err(|_| ErrorReply::rejected("publisher poisoned"))?;
+        let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
+        self.ports.removable(name).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
         let before = self.tables.load();
         if let Some(s) = self.without_port(slot) {
             publish(&self.tables, s).map_err(|e| ErrorReply::rejected(e.to_string()))?;

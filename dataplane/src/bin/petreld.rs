@@ -24,7 +24,7 @@ use petrel_dataplane::port::eal::Eal;
 use petrel_dataplane::port::EthStats;
 use petrel_dataplane::portset::{PortEntry, PortSet};
 use petrel_dataplane::table::new_tables;
-use petrel_dataplane::underlay::{NeighRing, NeighTable};
+use petrel_dataplane::underlay::{ip16, route, NeighRing, NeighTable, Uplink};
 use petrel_vhost_user::Port as VhostPort;
 
 /// Extra CLI flags of the binary only.
@@ -146,9 +146,18 @@ fn run() -> Result<()> {
     let mut last_rx = 0;
     let mut last_rx_change = Instant::now();
     let mut seen = Vec::new();
+    let ups: Vec<Uplink> = plan.uplinks.iter().map(|(i, s)| Uplink::new(s, *i, [0; 6])).collect();
+    let mut wanted_for = u64::MAX;
     while !term.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
         if !plan.uplinks.is_empty() {
+            // The next hops of the tables' remote chassis are the neighbours
+            // worth learning.
+            let snap = tables.load();
+            if snap.generation != wanted_for {
+                wanted_for = snap.generation;
+                neigh.set_wanted(snap.chassis.iter().filter_map(|c| route(&ups, &ip16(c.ip)).map(|r| r.1)));
+            }
             seen.clear();
             for (ring, cursor) in &mut neigh_rings {
                 *cursor = ring.read_since(*cursor, &mut seen);
