@@ -30,7 +30,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::proto::{
-    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, PmdStatsReply, PortInfo,
+    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, LogLevelReply,
+    PmdStatsReply, PortInfo,
     RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
     PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
 };
@@ -97,6 +98,15 @@ pub trait Node: Send + Sync + 'static {
     /// [`ErrorCode::NotFound`] if there is no such port.
     fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {
         Err(ErrorReply::not_found(format!("no port {name:?}")))
+    }
+    /// The log filter in force, after replacing it with `filter` if given.
+    ///
+    /// # Errors
+    /// [`ErrorCode::Rejected`]: the filter does not parse (nothing
+    /// changed), or this server cannot change its logging.
+    fn log_level(&self, filter: Option<&str>) -> Result<LogLevelReply, ErrorReply> {
+        let _ = filter;
+        Err(ErrorReply::rejected("this server has no runtime log control"))
     }
 }
 
@@ -487,6 +497,7 @@ fn dispatch(ctx: &Ctx, req: Request) -> (Response, bool) {
             Request::Learned => Reply::Learned(node.learned()),
             Request::AddPort { spec } => Reply::Port(node.add_port(&spec)?),
             Request::DelPort { name } => Reply::Port(node.del_port(&name)?),
+            Request::LogLevel { filter } => Reply::LogLevel(node.log_level(filter.as_deref())?),
         })
     }));
     match r {
