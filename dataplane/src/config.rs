@@ -492,10 +492,52 @@ impl Cli {
         let pmd_cores = parse_cpu_list(&self.pmd_cores.or(file.pmd_cores.take()).unwrap_or_else(|| "1".to_owned()))?;
         let mut plan =
             build_plan(file, &eal, pmd_cores, self.mbufs, self.tx_drain_us, self.stats_interval, self.exit_when_idle)?;
+        if plan.ports.is_empty() && control_socket.is_none() {
+            bail!(
+                "no ports: give at least one --port, or a control socket to add them at runtime (petrelctl add-port)"
+            );
+        }
         plan.control_socket = control_socket;
         plan.control_group = control_group;
         Ok(plan)
     }
+}
+
+/// Validates one port of the file (or a `--port` spec, or
+/// `petrelctl add-port`) into a plan port without a role.
+///
+/// # Errors
+/// An unknown type, missing or conflicting options.
+pub fn plan_port(p: &FilePort) -> Result<PlanPort> {
+    if p.name.is_empty() || p.name.len() > 64 || p.name.chars().any(|c| c.is_whitespace() || c == ',' || c == '=') {
+        bail!("port {:?}: a name is 1 to 64 characters without spaces, ',' or '='", p.name);
+    }
+    let kind = match p.kind.as_str() {
+        "dpdk" => {
+            if p.devargs.is_empty() || p.path.is_some() || p.mode.is_some() || p.queues.is_some() {
+                bail!("port {:?}: a dpdk port takes devargs (and not path, mode, queues)", p.name);
+            }
+            PortKind::Dpdk { devargs: p.devargs.clone() }
+        }
+        "vhost-user" => {
+            let path = p.path.clone().ok_or_else(|| anyhow!("port {:?}: vhost-user needs path=", p.name))?;
+            let client = match p.mode.as_deref() {
+                None | Some("server") => false,
+                Some("client") => true,
+                Some(m) => bail!("port {:?}: mode must be server or client, not {m:?}", p.name),
+            };
+            let queues = p.queues.unwrap_or(1);
+            if !(1..=128).contains(&queues) || !p.devargs.is_empty() {
+                bail!("port {:?}: vhost-user takes queues=1..128 (and no devargs)", p.name);
+            }
+            PortKind::VhostUser { path, client, queues }
+        }
+        k => bail!("port {:?}: unknown type {k:?} (supported: dpdk, vhost-user)", p.name),
+    };
+    if p.vlan.is_some_and(|v| v == 0 || v > 4094) {
+        bail!("port {:?}: vlan must be 1..4094", p.name);
+    }
+    Ok(PlanPort { name: p.name.clone(), kind, vlan: p.vlan, iface_id: p.iface_id.clone(), role: Role::None })
 }
 
 fn build_plan(
@@ -516,38 +558,10 @@ fn build_plan(
     }
     let mut ports: Vec<PlanPort> = Vec::new();
     for p in &file.port {
-        let kind = match p.kind.as_str() {
-            "dpdk" => {
-                if p.devargs.is_empty() || p.path.is_some() || p.mode.is_some() || p.queues.is_some() {
-                    bail!("port {:?}: a dpdk port takes devargs (and not path, mode, queues)", p.name);
-                }
-                PortKind::Dpdk { devargs: p.devargs.clone() }
-            }
-            "vhost-user" => {
-                let path = p.path.clone().ok_or_else(|| anyhow!("port {:?}: vhost-user needs path=", p.name))?;
-                let client = match p.mode.as_deref() {
-                    None | Some("server") => false,
-                    Some("client") => true,
-                    Some(m) => bail!("port {:?}: mode must be server or client, not {m:?}", p.name),
-                };
-                let queues = p.queues.unwrap_or(1);
-                if !(1..=128).contains(&queues) || !p.devargs.is_empty() {
-                    bail!("port {:?}: vhost-user takes queues=1..128 (and no devargs)", p.name);
-                }
-                PortKind::VhostUser { path, client, queues }
-            }
-            k => bail!("port {:?}: unknown type {k:?} (supported: dpdk, vhost-user)", p.name),
-        };
-        if p.vlan.is_some_and(|v| v == 0 || v > 4094) {
-            bail!("port {:?}: vlan must be 1..4094", p.name);
+        if ports.iter().any(|q| q.name == p.name) {
+            bail!("port {:?} is given twice", p.name);
         }
-        ports.push(PlanPort {
-            name: p.name.clone(),
-            kind,
-            vlan: p.vlan,
-            iface_id: p.iface_id.clone(),
-            role: Role::None,
-        });
+        ports.push(plan_port(p)?);
     }
     let n_dpdk = ports.len();
     for g in &file.geneve {
@@ -640,9 +654,6 @@ fn build_plan(
     }
     for (p, r) in ports.iter_mut().zip(roles) {
         p.role = r;
-    }
-    if ports.is_empty() {
-        bail!("no ports: give at least one --port NAME=dpdk,devargs=...");
     }
     if let Some(s) = stats_interval.or(file.stats_interval) {
         if !(s > 0.0 && s.is_finite()) {

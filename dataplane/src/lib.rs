@@ -39,3 +39,5 @@ pub mod pmd;
 #[cfg(feature = "dpdk")]
 #[allow(unsafe_code)]
 pub mod port;
+#[cfg(feature = "dpdk")]
+pub mod portset;

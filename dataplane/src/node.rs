@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::{Plan, PortKind};
+use crate::config::PortKind;
 use crate::ctl::proto::{
     apply_changes, Change, DropsReply, ErrorReply, PmdInfo, PmdStatsReply, PortInfo, PortStats, RefusalsReply,
     ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply,
@@ -19,12 +19,14 @@ use crate::ctl::proto::{
 use crate::ctl::render;
 use crate::ctl::server::Node;
 use crate::pmd::stats::{sum, Counters, SharedStats};
-use crate::table::{publish, Tables};
+use crate::portset::{PortEntry, PortSet};
+use crate::table::{publish, Snapshot, Tables};
 
 /// What the control socket sees of a running `petreld`.
 #[derive(Debug)]
 pub struct PetreldNode {
-    plan: Arc<Plan>,
+    ports: Arc<PortSet>,
+    pmd_cores: Vec<usize>,
     stats: Vec<Arc<SharedStats>>,
     tables: Tables,
     publish_lock: Mutex<()>,
@@ -33,15 +35,20 @@ pub struct PetreldNode {
     learn_cursors: Mutex<Vec<u64>>,
     start: Instant,
     tsc_hz: u64,
-    /// vhost-user ports by plan index, for their connection state.
-    vhost: Vec<Option<Arc<petrel_vhost_user::Port>>>,
 }
 
 impl PetreldNode {
-    /// A node over these PMD counters and tables.
-    pub fn new(plan: Arc<Plan>, stats: Vec<Arc<SharedStats>>, tables: Tables, tsc_hz: u64) -> Self {
+    /// A node over these ports, PMDs (their CPUs and counters) and tables.
+    pub fn new(
+        ports: Arc<PortSet>,
+        pmd_cores: Vec<usize>,
+        stats: Vec<Arc<SharedStats>>,
+        tables: Tables,
+        tsc_hz: u64,
+    ) -> Self {
         PetreldNode {
-            plan,
+            ports,
+            pmd_cores,
             stats,
             tables,
             publish_lock: Mutex::new(()),
@@ -49,15 +56,7 @@ impl PetreldNode {
             learn_cursors: Mutex::new(Vec::new()),
             start: Instant::now(),
             tsc_hz,
-            vhost: Vec::new(),
         }
-    }
-
-    /// Reports these vhost-user ports' (by plan index) connection state in
-    /// `show`: `up` when a frontend is connected, `waiting` otherwise.
-    pub fn with_vhost(mut self, vhost: Vec<Option<Arc<petrel_vhost_user::Port>>>) -> Self {
-        self.vhost = vhost;
-        self
     }
 
     fn per_pmd(&self) -> Vec<Counters> {
@@ -66,33 +65,11 @@ impl PetreldNode {
 
     fn ports(&self, total: &Counters) -> Vec<PortInfo> {
         let snap = self.tables.load();
-        self.plan
-            .ports
+        self.ports
+            .entries()
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let index = u16::try_from(i).unwrap_or(u16::MAX);
-                PortInfo {
-                    index,
-                    name: p.name.clone(),
-                    kind: match &p.kind {
-                        PortKind::Dpdk { devargs } => format!("dpdk {devargs}"),
-                        PortKind::Geneve(g) => format!("geneve {} -> {} vni {}", g.local, g.remote, g.vni),
-                        PortKind::VhostUser { path, client, queues } => format!(
-                            "vhost-user {} {} queues {queues}",
-                            path.display(),
-                            if *client { "client" } else { "server" }
-                        ),
-                    },
-                    state: match self.vhost.get(i).and_then(Option::as_ref).map(|v| v.state()) {
-                        Some(petrel_vhost_user::PortState::Waiting) => "waiting".to_owned(),
-                        _ => "up".to_owned(),
-                    },
-                    iface_id: p.iface_id.clone(),
-                    logical: render::logical_port(&snap, index),
-                    stats: total.ports.get(i).map(PortStats::from).unwrap_or_default(),
-                }
-            })
+            .filter_map(|(i, p)| p.as_ref().map(|p| port_info(&snap, i, p, total)))
             .collect()
     }
 
@@ -100,14 +77,15 @@ impl PetreldNode {
         let pmds = per_pmd
             .iter()
             .enumerate()
-            .map(|(i, c)| PmdInfo::from_counters(i, self.plan.pmd_cores.get(i).copied().unwrap_or(0), c))
+            .map(|(i, c)| PmdInfo::from_counters(i, self.pmd_cores.get(i).copied().unwrap_or(0), c))
             .collect();
         PmdStatsReply { tsc_hz: self.tsc_hz, pmds }
     }
 
     fn port_index(&self, port: &str) -> Option<u16> {
-        let i =
-            self.plan.port_index(port).or_else(|| port.parse::<usize>().ok().filter(|i| *i < self.plan.ports.len()))?;
+        let i = self.ports.index(port).or_else(|| {
+            port.parse::<usize>().ok().filter(|i| self.ports.entries().get(*i).is_some_and(Option::is_some))
+        })?;
         u16::try_from(i).ok()
     }
 }
@@ -145,7 +123,8 @@ impl Node for PetreldNode {
 
     fn trace(&self, port: &str, packet: &str) -> Result<TraceReply, ErrorReply> {
         let index = self.port_index(port).ok_or_else(|| ErrorReply::not_found(format!("no port {port:?}")))?;
-        let names = self.plan.ports.iter().map(|p| p.name.clone()).collect();
+        let names =
+            self.ports.entries().iter().map(|p| p.as_ref().map(|p| p.spec.name.clone()).unwrap_or_default()).collect();
         render::trace(&self.tables.load(), index, port, packet, names)
     }
 
@@ -192,6 +171,34 @@ impl Node for PetreldNode {
         publish(&self.tables, s).map_err(|e| ErrorReply::rejected(e.to_string()))
     }
 
+    fn add_port(&self, spec: &str) -> Result<PortInfo, ErrorReply> {
+        let (slot, entry) = self.ports.add(spec).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
+        let total = sum(&self.per_pmd());
+        Ok(port_info(&self.tables.load(), slot, &entry, &total))
+    }
+
+    fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {
+        let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
+        self.ports.removable(name).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
+        // Held until the port is gone: nothing can publish tables naming it
+        // in between.
+        let _guard = self.publish_lock.lock().map_err(|_| ErrorReply::rejected("publisher poisoned"))?;
+        let before = self.tables.load();
+        if let Some(s) = self.without_port(slot) {
+            publish(&self.tables, s).map_err(|e| ErrorReply::rejected(e.to_string()))?;
+        }
+        let (slot, entry) = match self.ports.remove(name) {
+            Ok(r) => r,
+            Err(e) => {
+                // Put the tables back as they were: the port stays.
+                let _ = publish(&self.tables, Snapshot::clone(&before));
+                return Err(ErrorReply::rejected(format!("{e:#}")));
+            }
+        };
+        let total = sum(&self.per_pmd());
+        Ok(port_info(&self.tables.load(), slot, &entry, &total))
+    }
+
     fn stats(&self) -> StatsReply {
         let per_pmd = self.per_pmd();
         let total = sum(&per_pmd);
@@ -205,35 +212,89 @@ impl Node for PetreldNode {
 }
 
 impl PetreldNode {
-    /// Tables may only name ports this petreld has.
+    /// Tables may only name ports this petreld has, and a port that
+    /// declares an iface-id only as that logical port (a slot reused by a
+    /// new port after a removal must not get the old port's traffic from
+    /// tables compiled before).
     fn check_ports(&self, s: &crate::table::Snapshot) -> Result<(), ErrorReply> {
-        let n = self.plan.ports.len();
-        if s.local_ports.len() > n {
-            return Err(ErrorReply::rejected(format!(
-                "local_ports has {} entries, petreld has {n} ports",
-                s.local_ports.len()
-            )));
+        let name_of = |dp: u32, lp: u32| s.datapaths.get(&dp).and_then(|d| d.port_names.get(&lp)).map(String::as_str);
+        let check = |slot: usize, logical: Option<&str>, what: &dyn Fn() -> String| {
+            self.ports.check_binding(slot, logical).map_err(|e| ErrorReply::rejected(format!("{}: {e}", what())))
+        };
+        for (slot, lp) in s.local_ports.iter().enumerate() {
+            if let Some(lp) = lp {
+                check(slot, name_of(lp.datapath, lp.port), &|| format!("local port {slot}"))?;
+            }
         }
         for dp in s.datapaths.values() {
             for (lp, b) in &dp.ports {
-                let p = match b {
-                    crate::table::Binding::Local { port, .. } => *port,
-                    crate::table::Binding::Localnet { uplink, .. } => *uplink,
+                let (slot, logical) = match b {
+                    crate::table::Binding::Local { port, vlan: None } => {
+                        (*port, dp.port_names.get(lp).map(String::as_str))
+                    }
+                    crate::table::Binding::Local { port, vlan: Some(_) } => (*port, None),
+                    crate::table::Binding::Localnet { uplink, .. } => (*uplink, None),
                     crate::table::Binding::Remote { .. } | crate::table::Binding::Refused => continue,
                 };
-                if usize::from(p) >= n {
-                    return Err(ErrorReply::rejected(format!(
-                        "datapath {}: logical port {lp} is bound to port {p}, petreld has {n} ports",
-                        dp.key
-                    )));
-                }
+                check(usize::from(slot), logical, &|| format!("datapath {}: logical port {lp}", dp.key))?;
             }
         }
-        for &(p, _) in s.vlan_ports.keys() {
-            if usize::from(p) >= n {
-                return Err(ErrorReply::rejected(format!("a VLAN port is behind port {p}, petreld has {n} ports")));
-            }
+        for &(p, vid) in s.vlan_ports.keys() {
+            check(usize::from(p), None, &|| format!("VLAN {vid} behind port {p}"))?;
         }
         Ok(())
+    }
+
+    /// The current tables without port `slot`: it is no longer any logical
+    /// port's, and logical ports bound to it become unbound (packets to them
+    /// drop as `no_binding` until petrel-ovn republishes).
+    fn without_port(&self, slot: usize) -> Option<crate::table::Snapshot> {
+        let cur = self.tables.load();
+        let slot16 = u16::try_from(slot).ok()?;
+        let uses = |b: &crate::table::Binding| match b {
+            crate::table::Binding::Local { port, .. } => *port == slot16,
+            crate::table::Binding::Localnet { uplink, .. } => *uplink == slot16,
+            _ => false,
+        };
+        let bound = cur.local_ports.get(slot).is_some_and(Option::is_some)
+            || cur.vlan_ports.keys().any(|(p, _)| *p == slot16)
+            || cur.datapaths.values().any(|d| d.ports.values().any(uses));
+        if !bound {
+            return None;
+        }
+        let mut s = (**cur).clone();
+        if let Some(lp) = s.local_ports.get_mut(slot) {
+            *lp = None;
+        }
+        s.vlan_ports.retain(|(p, _), _| *p != slot16);
+        for dp in s.datapaths.values_mut() {
+            if dp.ports.values().any(uses) {
+                let d = Arc::make_mut(dp);
+                d.ports.retain(|_, b| !uses(b));
+            }
+        }
+        Some(s)
+    }
+}
+
+fn port_info(snap: &crate::table::Snapshot, i: usize, p: &PortEntry, total: &Counters) -> PortInfo {
+    let index = u16::try_from(i).unwrap_or(u16::MAX);
+    PortInfo {
+        index,
+        name: p.spec.name.clone(),
+        kind: match &p.spec.kind {
+            PortKind::Dpdk { devargs } => format!("dpdk {devargs}"),
+            PortKind::Geneve(g) => format!("geneve {} -> {} vni {}", g.local, g.remote, g.vni),
+            PortKind::VhostUser { path, client, queues } => {
+                format!("vhost-user {} {} queues {queues}", path.display(), if *client { "client" } else { "server" })
+            }
+        },
+        state: match p.vhost.as_ref().map(|v| v.state()) {
+            Some(petrel_vhost_user::PortState::Waiting) => "waiting".to_owned(),
+            _ => "up".to_owned(),
+        },
+        iface_id: p.spec.iface_id.clone(),
+        logical: render::logical_port(snap, index),
+        stats: total.ports.get(i).map(PortStats::from).unwrap_or_default(),
     }
 }

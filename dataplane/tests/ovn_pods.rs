@@ -257,3 +257,148 @@ fn pods_on_an_ovn_switch_and_an_acl_added_under_traffic() {
     let nonzero: Vec<_> = ctl.drops().unwrap().reasons.into_iter().filter(|r| r.count > 0).collect();
     assert!(drops2 > 0 && explicit > 0, "the loop's packets were dropped by the ACL: {nonzero:?}");
 }
+
+/// Whether OVN's Southbound binds `lsp` to a chassis.
+fn sb_bound(env: &[(&str, String)], lsp: &str) -> bool {
+    let o =
+        run("ovn-sbctl", &["--bare", "--columns=chassis", "find", "port_binding", &format!("logical_port={lsp}")], env);
+    ok(&o, "ovn-sbctl find port_binding");
+    !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+}
+
+/// Pods come and go while petreld runs, as petrel-cni drives it: petreld
+/// starts with no port; `add_port` with an iface-id makes petrel-ovn claim
+/// the logical port and traffic flows; `del_port` under traffic closes the
+/// pod's socket, releases the binding and leaves the other port forwarding;
+/// a new pod takes the freed slot and gets its own traffic, and tables
+/// that still bind the freed slot to the old pod are refused.
+#[test]
+fn pods_added_and_removed_at_runtime() {
+    use petrel_dataplane::ctl::proto::{BindingMsg, DatapathMsg, LocalPortMsg, PortMsg, SnapshotMsg};
+    use petrel_dataplane::ctl::ClientError;
+
+    if Command::new("dpdk-testpmd").arg("--version").output().is_err() {
+        panic!("dpdk-testpmd missing: apt-get install dpdk-dev (scripts/bootstrap.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut procs = Procs(Vec::new());
+    let env = start_ovn(d, &mut procs);
+    let mut ls = vec!["ls-add", "sw0"];
+    let specs = [
+        ("pod1", "00:00:00:00:00:01 10.0.0.1"),
+        ("pod2", "00:00:00:00:00:02 10.0.0.2"),
+        ("pod3", "00:00:00:00:00:03 10.0.0.3"),
+    ];
+    for (name, addr) in &specs {
+        ls.extend(["--", "lsp-add", "sw0", name, "--", "lsp-set-addresses", name, addr]);
+    }
+    nbctl(&env, &ls);
+    let socket = d.join("petreld.sock");
+    let petreld = Command::new(PETRELD)
+        .args(["--eal-args", EAL, "--pmd-cores", "1"])
+        .arg("--control-socket")
+        .arg(&socket)
+        .stdout(std::fs::File::create(d.join("petreld.log")).unwrap())
+        .stderr(std::fs::File::create(d.join("petreld.err")).unwrap())
+        .spawn()
+        .unwrap();
+    procs.0.push(petreld);
+    wait_for("petreld's control socket", Duration::from_secs(30), || socket.exists());
+    let ovn = Command::new(petrel_ovn())
+        .arg("--remote")
+        .arg(&env[1].1)
+        .args(["--system-id", "hv1", "--encap-ip", "127.0.0.1", "--dataplane"])
+        .arg(&socket)
+        .stderr(std::fs::File::create(d.join("petrel-ovn.log")).unwrap())
+        .spawn()
+        .unwrap();
+    procs.0.push(ovn);
+    let mut ctl = Client::connect(&socket, "ovn_pods test").unwrap();
+    assert!(ctl.show().unwrap().ports.is_empty(), "petreld starts without ports");
+
+    let sock = |n: &str| d.join(format!("{n}.sock"));
+    let spec = |n: &str| format!("{n}=vhost-user,path={},mode=server,iface-id={n}", sock(n).display());
+    let p1 = ctl.add_port(&spec("pod1")).unwrap();
+    let p2 = ctl.add_port(&spec("pod2")).unwrap();
+    assert_eq!((p1.index, p2.index), (0, 1));
+    assert!(sock("pod1").exists() && sock("pod2").exists(), "server sockets exist when add_port returns");
+    // A second port with a name, socket or iface-id in use is refused.
+    for bad in [
+        spec("pod1"),
+        format!("podx=vhost-user,path={},mode=server", sock("pod1").display()),
+        format!("podx=vhost-user,path={},mode=server,iface-id=pod2", sock("x").display()),
+        "podx=vhost-user,mode=server".to_owned(),
+        "podx=tap,path=/x".to_owned(),
+    ] {
+        match ctl.add_port(&bad) {
+            Err(ClientError::Remote(e)) => eprintln!("refused as expected: {bad}: {}", e.message),
+            other => panic!("add_port({bad}) should be refused: {other:?}"),
+        }
+    }
+    wait_for("pod1 and pod2 bound in the Southbound", Duration::from_secs(30), || {
+        sb_bound(&env, "pod1") && sb_bound(&env, "pod2")
+    });
+    nbctl(&env, &["--timeout=30", "--wait=hv", "sync"]);
+
+    let up = |ctl: &mut Client, n: &str| ctl.show().unwrap().ports.iter().any(|p| p.name == n && p.state == "up");
+    pod(d, "pod2", &sock("pod2"), MAC2, MAC1, "10.0.0.2,10.0.0.1", false, &mut procs);
+    wait_for("pod2 connected", Duration::from_secs(30), || up(&mut ctl, "pod2"));
+    std::thread::sleep(Duration::from_millis(500));
+    pod(d, "pod1", &sock("pod1"), MAC1, MAC2, "10.0.0.1,10.0.0.2", true, &mut procs);
+    wait_for("traffic both ways between pod1 and pod2", Duration::from_secs(20), || {
+        let (x, y, _) = counters(&mut ctl);
+        x > 10_000 && y > 10_000
+    });
+
+    // Remove pod2 under traffic.
+    let gone = ctl.del_port("pod2").unwrap();
+    assert_eq!(gone.index, 1);
+    assert!(gone.stats.tx_packets > 10_000, "the reply carries the final counters: {gone:?}");
+    assert!(!sock("pod2").exists(), "pod2's server socket is removed");
+    let show = ctl.show().unwrap();
+    assert_eq!(show.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["pod1"]);
+    wait_for("pod2 released in the Southbound", Duration::from_secs(30), || !sb_bound(&env, "pod2"));
+    match ctl.del_port("pod2") {
+        Err(ClientError::Remote(e)) => assert_eq!(e.code, petrel_dataplane::ctl::proto::ErrorCode::NotFound),
+        other => panic!("removing a removed port: {other:?}"),
+    }
+    // pod1 keeps being polled: what it sends now goes to an unbound port
+    // and is dropped, counted on pod1.
+    let rx1 = |ctl: &mut Client| ctl.stats().unwrap().ports.iter().find(|p| p.name == "pod1").unwrap().stats.rx_packets;
+    let before = rx1(&mut ctl);
+
+    // pod3 takes the freed slot.
+    let p3 = ctl.add_port(&spec("pod3")).unwrap();
+    assert_eq!(p3.index, 1, "the freed slot is reused");
+    assert_eq!(p3.stats.tx_packets, 0, "a new port's counters start at zero");
+    // Tables binding slot 1 to pod2 (compiled before the removal) are refused.
+    let stale = SnapshotMsg {
+        generation: 0,
+        datapaths: vec![DatapathMsg {
+            key: 1,
+            name: "sw0".into(),
+            ports: vec![PortMsg {
+                key: 2,
+                name: Some("pod2".into()),
+                binding: Some(BindingMsg::Local { port: 1, vlan: None }),
+            }],
+            ..DatapathMsg::default()
+        }],
+        local_ports: vec![None, Some(LocalPortMsg { datapath: 1, port: 2 })],
+        ..SnapshotMsg::default()
+    };
+    match ctl.publish(stale) {
+        Err(ClientError::Remote(e)) => assert!(e.message.contains("pod3"), "{}", e.message),
+        other => panic!("stale tables must be refused: {other:?}"),
+    }
+    wait_for("pod3 bound in the Southbound", Duration::from_secs(30), || sb_bound(&env, "pod3"));
+    nbctl(&env, &["--timeout=30", "--wait=hv", "sync"]);
+    pod(d, "pod3", &sock("pod3"), "00:00:00:00:00:03", MAC1, "10.0.0.3,10.0.0.1", true, &mut procs);
+    wait_for("pod3 receives", Duration::from_secs(20), || {
+        ctl.stats().unwrap().ports.iter().find(|p| p.name == "pod3").is_some_and(|p| p.stats.tx_packets > 1000)
+    });
+    assert!(rx1(&mut ctl) > before, "pod1 was polled throughout");
+    let log = std::fs::read_to_string(d.join("petreld.err")).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -12,19 +12,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use petrel_dataplane::config::{Cli, Plan, PortKind};
+use petrel_dataplane::config::{Cli, Plan};
 use petrel_dataplane::ctl::server::{serve, SocketOpts};
 use petrel_dataplane::drop::DropReason;
 use petrel_dataplane::mbuf::Mempool;
 use petrel_dataplane::node::PetreldNode;
 use petrel_dataplane::pmd::fwd::Engine;
-use petrel_dataplane::pmd::stats::{sum, Counters, SharedStats};
+use petrel_dataplane::pmd::stats::{sum, Counters, PortCounters, SharedStats};
 use petrel_dataplane::pmd::{self, PmdSetup};
 use petrel_dataplane::port::eal::Eal;
-use petrel_dataplane::port::vhost::VhostQueue;
-use petrel_dataplane::port::{EthPort, PortConf, QueueHandle};
+use petrel_dataplane::port::EthStats;
+use petrel_dataplane::portset::{PortEntry, PortSet};
 use petrel_dataplane::table::new_tables;
-use petrel_vhost_user::backend::{Backend, Mode, PortConfig};
 use petrel_vhost_user::Port as VhostPort;
 
 /// Extra CLI flags of the binary only.
@@ -45,24 +44,6 @@ fn main() {
     }
 }
 
-/// Everything DPDK-backed, in drop order: ports first, then the vhost-user
-/// management thread (closing pod connections, unmapping their memory),
-/// then the pool, then EAL.
-struct Node {
-    ports: Vec<EthPort>,
-    vhost: Option<Backend>,
-    vhost_ports: Vec<Arc<VhostPort>>,
-    pool: Arc<Mempool>,
-    eal: Eal,
-}
-
-/// What backs plan port `i`.
-enum Dev {
-    Eth(usize),
-    Vhost(Arc<VhostPort>),
-    None,
-}
-
 fn run() -> Result<()> {
     let args = Args::parse();
     let plan = Arc::new(args.cli.into_plan()?);
@@ -74,38 +55,13 @@ fn run() -> Result<()> {
     }
     let n_pmd = plan.pmd_cores.len();
     let eal = Eal::init(&plan.eal_args).context("initialising DPDK EAL")?;
-    let pool = Mempool::new("petrel_pkts", plan.mbufs, 256, Mempool::DEFAULT_DATA_ROOM, -1)
-        .context("creating the packet pool")?;
-    let mut node = Node { ports: Vec::new(), vhost: None, vhost_ports: Vec::new(), pool: Arc::new(pool), eal };
-    let n_txq = u16::try_from(n_pmd).context("too many PMD cores")?;
-    let mut devs = Vec::new();
-    for p in &plan.ports {
-        match &p.kind {
-            PortKind::Dpdk { devargs } => {
-                let conf = PortConf {
-                    name: p.name.clone(),
-                    devargs: devargs.clone(),
-                    n_rxq: 1,
-                    n_txq,
-                    n_rxd: 1024,
-                    n_txd: 1024,
-                };
-                node.ports.push(EthPort::open(&conf, &node.pool)?);
-                devs.push(Dev::Eth(node.ports.len() - 1));
-            }
-            PortKind::VhostUser { path, client, queues } => {
-                // At most one interrupt per ring every 20 µs.
-                let interval = node.eal.tsc_hz() / 50_000;
-                let backend = node.vhost.get_or_insert_with(|| Backend::start(interval));
-                let mode = if *client { Mode::Client } else { Mode::Server };
-                let cfg = PortConfig { name: p.name.clone(), path: path.clone(), mode, queues: *queues };
-                let port = backend.add_port(cfg)?;
-                node.vhost_ports.push(Arc::clone(&port));
-                devs.push(Dev::Vhost(port));
-            }
-            PortKind::Geneve(_) => devs.push(Dev::None),
-        }
-    }
+    let pool = Arc::new(
+        Mempool::new("petrel_pkts", plan.mbufs, 256, Mempool::DEFAULT_DATA_ROOM, -1)
+            .context("creating the packet pool")?,
+    );
+    // Dropped in reverse order of creation: ports (closing pod connections
+    // and unmapping their memory), then the pool, then EAL.
+    let ports = Arc::new(PortSet::open(&plan, Arc::clone(&pool), n_pmd, eal.tsc_hz())?);
     // The tables PMDs run for ports bound to logical ports (empty until a
     // snapshot is published over the control socket).
     let tables = new_tables();
@@ -114,47 +70,21 @@ fn run() -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
 
-    let macs: Vec<[u8; 6]> =
-        devs.iter().map(|d| if let Dev::Eth(k) = d { node.ports[*k].mac() } else { [0; 6] }).collect();
+    let macs = ports.macs();
     let mut shared = Vec::new();
     let mut handles = Vec::new();
+    let mut links = Vec::new();
     for (pmd_idx, &core) in plan.pmd_cores.iter().enumerate() {
-        let txq = u16::try_from(pmd_idx).context("PMD index")?;
-        // Rx queue 0 of DPDK port i is polled by PMD i % n_pmd, queue pair q
-        // of vhost-user port i by PMD (i + q) % n_pmd.
-        let vq = |port: &Arc<VhostPort>, rxq| {
-            QueueHandle::Vhost(VhostQueue::new(Arc::clone(port), Arc::clone(&node.pool), rxq, txq))
-        };
-        let queues: Vec<_> = devs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match d {
-                Dev::Eth(k) => Some(node.ports[*k].queue(if i % n_pmd == pmd_idx { Some(0) } else { None }, txq)),
-                Dev::Vhost(port) => Some(vq(port, None)),
-                Dev::None => None,
-            })
-            .collect();
-        let mut rx = Vec::new();
-        for (i, d) in devs.iter().enumerate() {
-            match d {
-                Dev::Eth(k) if i % n_pmd == pmd_idx => rx.push((i, node.ports[*k].queue(Some(0), txq))),
-                Dev::Vhost(port) => {
-                    for q in 0..port.n_qp() {
-                        if (i + usize::from(q)) % n_pmd == pmd_idx {
-                            rx.push((i, vq(port, Some(q))));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        let mut engine =
-            Engine::new(&plan, &queues, &macs, Arc::clone(&node.pool), node.eal.tsc_hz(), Some(Arc::clone(&tables)))
-                .map_err(anyhow::Error::msg)?;
+        let (queues, rx) = ports.pmd_queues(pmd_idx);
+        let mut engine = Engine::new(&plan, &queues, &macs, Arc::clone(&pool), eal.tsc_hz(), Some(Arc::clone(&tables)))
+            .map_err(anyhow::Error::msg)?;
         let stats = Arc::new(SharedStats::new(plan.ports.len()));
         engine.set_learn(stats.learn());
         shared.push(Arc::clone(&stats));
-        let setup = PmdSetup { index: pmd_idx, core, rx, engine, stats, quit: Arc::clone(&quit) };
+        let (link, updates) = pmd::update_channel();
+        links.push(link);
+        let setup =
+            PmdSetup { index: pmd_idx, core, rx, engine, stats, quit: Arc::clone(&quit), updates: Some(updates) };
         handles.push(
             std::thread::Builder::new()
                 .name(format!("pmd{pmd_idx}"))
@@ -162,12 +92,17 @@ fn run() -> Result<()> {
                 .context("spawning PMD thread")?,
         );
     }
+    ports.set_links(links);
     let stop_ctl = Arc::new(AtomicBool::new(false));
     let ctl = match &plan.control_socket {
         Some(path) => {
-            let vhost = devs.iter().map(|d| if let Dev::Vhost(p) = d { Some(Arc::clone(p)) } else { None }).collect();
-            let node = PetreldNode::new(Arc::clone(&plan), shared.clone(), Arc::clone(&tables), node.eal.tsc_hz())
-                .with_vhost(vhost);
+            let node = PetreldNode::new(
+                Arc::clone(&ports),
+                plan.pmd_cores.clone(),
+                shared.clone(),
+                Arc::clone(&tables),
+                eal.tsc_hz(),
+            );
             let opts = SocketOpts { group: plan.control_group.clone(), ..SocketOpts::default() };
             let h = serve(path, opts, Arc::new(node), Arc::clone(&stop_ctl))
                 .with_context(|| format!("control socket {}", path.display()))?;
@@ -186,7 +121,7 @@ fn run() -> Result<()> {
 
     let start = Instant::now();
     let mut last_print = Instant::now();
-    let mut last_total = Counters::new(plan.ports.len());
+    let mut last_total = Counters::new(0);
     let mut last_rx = 0;
     let mut last_rx_change = Instant::now();
     while !term.load(Ordering::Relaxed) {
@@ -198,7 +133,7 @@ fn run() -> Result<()> {
         if let Some(secs) = plan.stats_interval {
             let dt = last_print.elapsed().as_secs_f64();
             if dt >= secs {
-                eprint!("{}", rates(&plan, &last_total, &total, dt));
+                eprint!("{}", rates(&ports, &last_total, &total, dt));
                 last_print = Instant::now();
                 last_total = total.clone();
             }
@@ -228,17 +163,17 @@ fn run() -> Result<()> {
         }
     }
     let total = sum(&finals);
-    let mut report = final_report(&plan, &node, &total, &finals, start.elapsed());
-    // Stopping and closing the ports returns the mbufs their rings held; what
-    // is still in use after that was lost somewhere: it must be zero.
-    let Node { ports, vhost, vhost_ports, pool, eal } = node;
+    let entries = ports.entries();
+    let mut report = final_report(&plan, &entries, &ports.eth_stats(), &total, &finals, start.elapsed());
+    // Closing the ports returns the mbufs their rings held; what is still
+    // in use after that was lost somewhere: it must be zero.
+    let vhost_ports = ports.close_all();
     drop(ports);
-    drop(vhost);
     let leaked = pool.in_use_count();
     let _ = writeln!(report, "mbufs in use after port close: {leaked}");
     print!("{report}");
     if let Some(path) = &args.stats_file {
-        std::fs::write(path, stats_json(&plan, &total, &finals, leaked, &vhost_ports))
+        std::fs::write(path, stats_json(&entries, &total, &finals, &plan.pmd_cores, leaked, &vhost_ports))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     drop(pool);
@@ -249,52 +184,55 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-fn rates(plan: &Plan, a: &Counters, b: &Counters, dt: f64) -> String {
+fn rates(ports: &PortSet, a: &Counters, b: &Counters, dt: f64) -> String {
     let mut s = String::new();
-    for (i, p) in plan.ports.iter().enumerate() {
-        let (pa, pb) = (&a.ports[i], &b.ports[i]);
+    let zero = PortCounters::default();
+    for (i, p) in ports.entries().iter().enumerate() {
+        let Some(p) = p else { continue };
+        let (pa, pb) = (a.ports.get(i).unwrap_or(&zero), b.ports.get(i).unwrap_or(&zero));
         let _ = writeln!(
             s,
             "port {:<12} rx {:>10.0} pps tx {:>10.0} pps  drops {}",
-            p.name,
-            (pb.rx_packets - pa.rx_packets) as f64 / dt,
-            (pb.tx_packets - pa.tx_packets) as f64 / dt,
+            p.spec.name,
+            pb.rx_packets.saturating_sub(pa.rx_packets) as f64 / dt,
+            pb.tx_packets.saturating_sub(pa.tx_packets) as f64 / dt,
             pb.drops + pb.tx_drops
         );
     }
     s
 }
 
-fn final_report(plan: &Plan, node: &Node, total: &Counters, per_pmd: &[Counters], elapsed: Duration) -> String {
+fn final_report(
+    plan: &Plan,
+    entries: &[Option<PortEntry>],
+    eth: &[(String, EthStats)],
+    total: &Counters,
+    per_pmd: &[Counters],
+    elapsed: Duration,
+) -> String {
     let mut s = String::new();
+    let zero = PortCounters::default();
     let _ = writeln!(s, "petreld: final stats after {:.1} s", elapsed.as_secs_f64());
     let _ = writeln!(
         s,
         "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10}",
         "port", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops", "tx_drops"
     );
-    for (i, p) in plan.ports.iter().enumerate() {
-        let c = &total.ports[i];
+    for (i, p) in entries.iter().enumerate() {
+        let Some(p) = p else { continue };
+        let c = total.ports.get(i).unwrap_or(&zero);
         let _ = writeln!(
             s,
             "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10}",
-            p.name, c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.drops, c.tx_drops
+            p.spec.name, c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.drops, c.tx_drops
         );
     }
-    for port in &node.ports {
-        let x = port.xstats();
+    for (name, x) in eth {
         if x.imissed + x.ierrors + x.oerrors > 0 {
-            let _ = writeln!(
-                s,
-                "device {}: imissed {} ierrors {} oerrors {}",
-                port.name(),
-                x.imissed,
-                x.ierrors,
-                x.oerrors
-            );
+            let _ = writeln!(s, "device {name}: imissed {} ierrors {} oerrors {}", x.imissed, x.ierrors, x.oerrors);
         }
     }
-    for v in &node.vhost_ports {
+    for v in entries.iter().flatten().filter_map(|p| p.vhost.as_ref()) {
         let c = &v.counters;
         let _ = writeln!(
             s,
@@ -326,15 +264,23 @@ fn final_report(plan: &Plan, node: &Node, total: &Counters, per_pmd: &[Counters]
     s
 }
 
-fn stats_json(plan: &Plan, total: &Counters, per_pmd: &[Counters], leaked: u32, vhost: &[Arc<VhostPort>]) -> String {
-    let ports: serde_json::Map<String, serde_json::Value> = plan
-        .ports
+fn stats_json(
+    entries: &[Option<PortEntry>],
+    total: &Counters,
+    per_pmd: &[Counters],
+    pmd_cores: &[usize],
+    leaked: u32,
+    vhost: &[Arc<VhostPort>],
+) -> String {
+    let zero = PortCounters::default();
+    let ports: serde_json::Map<String, serde_json::Value> = entries
         .iter()
         .enumerate()
+        .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
         .map(|(i, p)| {
-            let c = &total.ports[i];
+            let c = total.ports.get(i).unwrap_or(&zero);
             (
-                p.name.clone(),
+                p.spec.name.clone(),
                 serde_json::json!({
                     "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
                     "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
@@ -347,7 +293,7 @@ fn stats_json(plan: &Plan, total: &Counters, per_pmd: &[Counters], leaked: u32, 
         DropReason::ALL.iter().map(|r| (r.name().to_owned(), total.drops[r.index()].into())).collect();
     let pmds: Vec<_> = per_pmd
         .iter()
-        .zip(&plan.pmd_cores)
+        .zip(pmd_cores)
         .map(|(c, core)| {
             serde_json::json!({
                 "cpu": core, "busy_cycles": c.busy_cycles, "idle_cycles": c.idle_cycles,

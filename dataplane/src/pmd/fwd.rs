@@ -129,7 +129,12 @@ impl Engine {
         tables: Option<Tables>,
     ) -> Result<Self, String> {
         let n = plan.ports.len();
-        let mut ports = Vec::with_capacity(n);
+        if n > super::MAX_PORTS {
+            return Err(format!("{n} ports: petreld supports at most {}", super::MAX_PORTS));
+        }
+        // Room for every port slot up front: ports added at runtime fill
+        // slots without the PMD allocating (see `attach_port`).
+        let mut ports = Vec::with_capacity(super::MAX_PORTS);
         let mut tunnels = Vec::new();
         for (i, p) in plan.ports.iter().enumerate() {
             let out = match &p.kind {
@@ -193,14 +198,15 @@ impl Engine {
                 (b.ports.clone(), t)
             })
             .collect();
-        let tx = (0..n)
-            .map(|i| TxPort {
-                q: queues.get(i).cloned().flatten(),
-                pending: Burst::default(),
-                pending_bytes: 0,
-                since: 0,
-            })
-            .collect();
+        let mut tx = Vec::with_capacity(super::MAX_PORTS);
+        tx.extend((0..n).map(|i| TxPort {
+            q: queues.get(i).cloned().flatten(),
+            pending: Burst::default(),
+            pending_bytes: 0,
+            since: 0,
+        }));
+        let mut counters = Counters::new(n);
+        counters.ports.reserve_exact(super::MAX_PORTS - n);
         Ok(Engine {
             ports,
             tx,
@@ -210,13 +216,63 @@ impl Engine {
             caps: ChecksumCaps::software(),
             drain_ticks: plan.tx_drain_us.saturating_mul(tsc_hz) / 1_000_000,
             key: FlowKey::default(),
-            counters: Counters::new(n),
+            counters,
             tables: tables.map(arc_swap::Cache::new),
             snap: None,
             flow_cache: Some(FlowCache::new(FLOW_CACHE_ENTRIES)),
             outcome: Outcome::default(),
             learn: Arc::default(),
         })
+    }
+
+    /// Starts sending to port slot `index` (a port added at runtime): a
+    /// plain port (no static role: what it receives goes through the OVN
+    /// tables, or is dropped as `no_output`), with its VLAN trunk tag and
+    /// this PMD's queue. Its counters start from zero.
+    ///
+    /// Runs between polls. Slots up to [`super::MAX_PORTS`] were reserved
+    /// when the engine was built, so this does not allocate.
+    ///
+    /// # Errors
+    /// If `index` is not below [`super::MAX_PORTS`] or the slot is in use.
+    pub fn attach_port(&mut self, index: usize, vlan: Option<u16>, q: Option<QueueHandle>) -> Result<(), String> {
+        if index >= super::MAX_PORTS {
+            return Err(format!("port slot {index}: at most {} ports", super::MAX_PORTS));
+        }
+        if self.tx.get(index).is_some_and(|t| t.q.is_some()) {
+            return Err(format!("port slot {index} is in use"));
+        }
+        while self.ports.len() <= index {
+            self.ports.push(RtPort {
+                role: Role::None,
+                vlan: None,
+                out: Out::Eth,
+                raw_xconnect: None,
+                local_ips: [None; 4],
+                n_tunnels: 0,
+            });
+            self.tx.push(TxPort { q: None, pending: Burst::default(), pending_bytes: 0, since: 0 });
+            self.counters.ports.push(super::stats::PortCounters::default());
+        }
+        self.ports[index] =
+            RtPort { role: Role::None, vlan, out: Out::Eth, raw_xconnect: None, local_ips: [None; 4], n_tunnels: 0 };
+        self.tx[index].q = q;
+        self.counters.ports[index] = super::stats::PortCounters::default();
+        Ok(())
+    }
+
+    /// Stops sending to port slot `index` (a port being removed): its
+    /// pending batch is sent now, then packets for it are dropped as
+    /// `no_binding` until the slot is reused. Returns this PMD's queue
+    /// handle of it, for the caller to drop after the device is closed.
+    pub fn detach_port(&mut self, index: usize) -> Option<QueueHandle> {
+        if index >= self.tx.len() {
+            return None;
+        }
+        self.flush(index);
+        self.ports[index].role = Role::None;
+        self.ports[index].raw_xconnect = None;
+        self.tx[index].q.take()
     }
 
     /// Sends MAC learning to this ring (the one the control thread reads,
@@ -538,7 +594,8 @@ impl Engine {
             }
         };
         let o = usize::from(port);
-        if o >= self.tx.len() {
+        if self.tx.get(o).is_none_or(|t| t.q.is_none()) {
+            // No such port, or a port being removed.
             return self.drop_pkt(in_port, m, DropReason::NoBinding);
         }
         if let Some(tag) = vlan {

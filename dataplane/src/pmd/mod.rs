@@ -8,14 +8,24 @@
 //!
 //! Nothing in `poll` allocates, locks, logs or makes a syscall: buffers are
 //! fixed arrays made at setup; counters are published with relaxed stores.
+//!
+//! Ports come and go at runtime (`petrelctl add-port`/`del-port`) as
+//! [`PortUpdate`]s the control thread sends each PMD, like OVS's PMD reload:
+//! a PMD looks for updates every [`UPDATE_EVERY`] polls (a lock-free
+//! `try_recv`), applies them between polls and acknowledges each by
+//! bumping its [`PmdLink::acked`] counter. The control thread waits for every
+//! PMD's acknowledgement before it closes a removed port's device, and
+//! before it reports an added port as polled.
 
 pub mod fwd;
 pub mod learn;
 pub mod mactable;
 pub mod stats;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::mbuf::{Burst, BURST};
 use crate::port::{eal, QueueHandle};
@@ -24,6 +34,99 @@ use stats::{Counters, SharedStats};
 
 /// How often (in polls) a busy PMD publishes its counters.
 const PUBLISH_EVERY: u64 = 1024;
+
+/// How often (in polls) a PMD looks for port updates.
+pub const UPDATE_EVERY: u64 = 64;
+
+/// Most ports (port slots) a petreld has, configured and added at runtime.
+pub const MAX_PORTS: usize = 256;
+
+/// A change to a PMD's ports, applied between polls.
+#[derive(Debug)]
+pub enum PortUpdate {
+    /// Start using port slot `index`: send on `tx`, receive on `rx`.
+    Attach {
+        /// Port slot.
+        index: usize,
+        /// VLAN trunk tag of the port.
+        vlan: Option<u16>,
+        /// This PMD's transmit side of the port.
+        tx: Option<QueueHandle>,
+        /// Receive queues of the port this PMD polls.
+        rx: Vec<QueueHandle>,
+    },
+    /// Stop using port slot `index` (its pending packets are sent first).
+    Detach {
+        /// Port slot.
+        index: usize,
+    },
+}
+
+/// The control thread's end of a PMD's update channel.
+#[derive(Debug)]
+pub struct PmdLink {
+    tx: Sender<PortUpdate>,
+    sent: u64,
+    acked: Arc<AtomicU64>,
+    alive: Arc<AtomicBool>,
+}
+
+/// The PMD's end.
+#[derive(Debug)]
+pub struct PmdUpdates {
+    rx: Receiver<PortUpdate>,
+    acked: Arc<AtomicU64>,
+    alive: Arc<AtomicBool>,
+}
+
+/// A new update channel: the control side and the PMD side.
+pub fn update_channel() -> (PmdLink, PmdUpdates) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let acked = Arc::new(AtomicU64::new(0));
+    let alive = Arc::new(AtomicBool::new(true));
+    (PmdLink { tx, sent: 0, acked: Arc::clone(&acked), alive: Arc::clone(&alive) }, PmdUpdates { rx, acked, alive })
+}
+
+impl PmdLink {
+    /// Queues an update for the PMD.
+    ///
+    /// # Errors
+    /// If the PMD has exited.
+    pub fn send(&mut self, u: PortUpdate) -> Result<(), String> {
+        if !self.alive.load(Ordering::Acquire) {
+            return Err("a PMD thread has exited".to_owned());
+        }
+        self.tx.send(u).map_err(|_| "a PMD thread has exited".to_owned())?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Waits until the PMD has applied everything sent so far.
+    ///
+    /// # Errors
+    /// If it has not within `timeout`, or has exited.
+    pub fn wait(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.acked.load(Ordering::Acquire) >= self.sent {
+                return Ok(());
+            }
+            if !self.alive.load(Ordering::Acquire) {
+                return Err("a PMD thread has exited".to_owned());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("a PMD did not apply a port change within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Drop for PmdUpdates {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+    }
+}
 
 /// What one PMD thread needs, built by `petreld` before it spawns the thread.
 #[derive(Debug)]
@@ -40,6 +143,8 @@ pub struct PmdSetup {
     pub stats: Arc<SharedStats>,
     /// Set by the main thread to stop.
     pub quit: Arc<AtomicBool>,
+    /// Port changes from the control thread, if ports can change.
+    pub updates: Option<PmdUpdates>,
 }
 
 /// Runs a PMD until `quit` is set; returns its final counters.
@@ -67,6 +172,9 @@ pub fn run(mut setup: PmdSetup) -> Result<Counters, String> {
             setup.stats.publish(setup.engine.counters());
             dirty = false;
         }
+        if polls % UPDATE_EVERY == 0 {
+            apply_updates(&mut setup);
+        }
     }
     setup.engine.flush_all(eal::rdtsc());
     setup.stats.publish(setup.engine.counters());
@@ -75,6 +183,36 @@ pub fn run(mut setup: PmdSetup) -> Result<Counters, String> {
     drop(setup);
     eal::unregister_thread();
     Ok(out)
+}
+
+/// Applies the port updates waiting, between polls.
+///
+/// Not the per-packet path: an attach may grow the rx list and a message's
+/// buffers are freed here (reconfiguration, like OVS's PMD reload); the
+/// engine's per-port state was reserved up front.
+fn apply_updates(setup: &mut PmdSetup) {
+    let Some(u) = &setup.updates else { return };
+    let mut n = 0;
+    while let Ok(msg) = u.rx.try_recv() {
+        match msg {
+            PortUpdate::Attach { index, vlan, tx, rx } => {
+                // The control thread checked the slot; a refusal here would
+                // be a bug there, and leaves the port unpolled by this PMD.
+                if setup.engine.attach_port(index, vlan, tx).is_ok() {
+                    setup.rx.extend(rx.into_iter().map(|q| (index, q)));
+                }
+            }
+            PortUpdate::Detach { index } => {
+                setup.rx.retain(|(p, _)| *p != index);
+                drop(setup.engine.detach_port(index));
+            }
+        }
+        n += 1;
+    }
+    if n > 0 {
+        setup.stats.publish(setup.engine.counters());
+        u.acked.fetch_add(n, Ordering::Release);
+    }
 }
 
 /// One iteration over this PMD's rx queues; returns packets received.

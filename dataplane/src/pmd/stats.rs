@@ -77,6 +77,8 @@ struct SharedPort {
 #[derive(Debug)]
 pub struct SharedStats {
     ports: Box<[SharedPort]>,
+    /// Port slots the PMD counts for (it grows as ports are added).
+    n_ports: std::sync::atomic::AtomicUsize,
     drops: Box<[AtomicU64]>,
     busy_cycles: AtomicU64,
     idle_cycles: AtomicU64,
@@ -93,10 +95,13 @@ impl SharedStats {
         std::sync::Arc::clone(&self.learn)
     }
 
-    /// Zeroed shared counters for `n_ports` ports.
+    /// Zeroed shared counters for `n_ports` ports, with room for ports
+    /// added later up to [`super::MAX_PORTS`].
     pub fn new(n_ports: usize) -> Self {
+        let cap = n_ports.max(super::MAX_PORTS);
         SharedStats {
-            ports: (0..n_ports).map(|_| SharedPort::default()).collect(),
+            ports: (0..cap).map(|_| SharedPort::default()).collect(),
+            n_ports: std::sync::atomic::AtomicUsize::new(n_ports),
             drops: (0..DropReason::COUNT).map(|_| AtomicU64::new(0)).collect(),
             busy_cycles: AtomicU64::new(0),
             idle_cycles: AtomicU64::new(0),
@@ -110,6 +115,7 @@ impl SharedStats {
 
     /// Publishes `c` (called only by the owning PMD).
     pub fn publish(&self, c: &Counters) {
+        self.n_ports.store(c.ports.len().min(self.ports.len()), Relaxed);
         for (s, p) in self.ports.iter().zip(&c.ports) {
             s.rx_packets.store(p.rx_packets, Relaxed);
             s.rx_bytes.store(p.rx_bytes, Relaxed);
@@ -131,7 +137,7 @@ impl SharedStats {
 
     /// A snapshot of the published counters.
     pub fn snapshot(&self) -> Counters {
-        let mut c = Counters::new(self.ports.len());
+        let mut c = Counters::new(self.n_ports.load(Relaxed));
         for (p, s) in c.ports.iter_mut().zip(self.ports.iter()) {
             *p = PortCounters {
                 rx_packets: s.rx_packets.load(Relaxed),
@@ -157,7 +163,7 @@ impl SharedStats {
 
 /// Sums several PMDs' counters.
 pub fn sum(all: &[Counters]) -> Counters {
-    let n = all.first().map_or(0, |c| c.ports.len());
+    let n = all.iter().map(|c| c.ports.len()).max().unwrap_or(0);
     let mut t = Counters::new(n);
     for c in all {
         for (tp, p) in t.ports.iter_mut().zip(&c.ports) {
