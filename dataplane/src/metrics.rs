@@ -15,13 +15,13 @@
 
 use std::sync::Arc;
 
+use petrel_obs::http::{HttpError, MetricsServer, Render};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use petrel_obs::http::{HttpError, MetricsServer, Render};
 
 use crate::ctl::proto::PortStats;
 use crate::ctl::server::Node;
@@ -122,10 +122,12 @@ impl Collector for NodeCollector {
             .collect();
         family(&mut enc, "petrel_port_info", "Port type, state and logical binding (always 1).", g, &info)?;
 
-        let drops: Vec<Row> = stats.drops.reasons.iter().map(|d| (vec![("reason", d.reason.clone())], d.count)).collect();
+        let drops: Vec<Row> =
+            stats.drops.reasons.iter().map(|d| (vec![("reason", d.reason.clone())], d.count)).collect();
         family(&mut enc, "petrel_dropped_packets", "Packets dropped, by reason.", c, &drops)?;
 
-        let pmd_labels = |p: &crate::ctl::proto::PmdInfo| vec![("pmd", p.index.to_string()), ("cpu", p.cpu.to_string())];
+        let pmd_labels =
+            |p: &crate::ctl::proto::PmdInfo| vec![("pmd", p.index.to_string()), ("cpu", p.cpu.to_string())];
         let pmds = |f: fn(&crate::ctl::proto::PmdInfo) -> u64| -> Vec<Row> {
             stats.pmds.pmds.iter().map(|p| (pmd_labels(p), f(p))).collect()
         };
@@ -172,8 +174,20 @@ impl Collector for NodeCollector {
             &layers,
         )?;
         let one = |v: u64| vec![(Vec::new(), v)];
-        family(&mut enc, "petrel_tsc_hz", "TSC frequency (cycles per second), to turn cycles into time.", g, &one(stats.pmds.tsc_hz))?;
-        family(&mut enc, "petrel_tables_generation", "Generation of the tables running (0: none yet).", g, &one(stats.generation))?;
+        family(
+            &mut enc,
+            "petrel_tsc_hz",
+            "TSC frequency (cycles per second), to turn cycles into time.",
+            g,
+            &one(stats.pmds.tsc_hz),
+        )?;
+        family(
+            &mut enc,
+            "petrel_tables_generation",
+            "Generation of the tables running (0: none yet).",
+            g,
+            &one(stats.generation),
+        )?;
         let n = |v: usize| one(u64::try_from(v).unwrap_or(u64::MAX));
         family(&mut enc, "petrel_tables_datapaths", "Datapaths in the tables running.", g, &n(show.n_datapaths))?;
         family(&mut enc, "petrel_tables_rules", "Rules in the tables running.", g, &n(show.n_rules))?;

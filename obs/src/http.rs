@@ -47,7 +47,8 @@ pub enum HttpError {
     Spawn(io::Error),
 }
 
-/// A running `/metrics` endpoint; stopped when dropped.
+/// A running `/metrics` endpoint; stopped when dropped (which waits for
+/// the requests in flight, up to twice [`TIMEOUT`]).
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
@@ -108,6 +109,13 @@ fn accept_loop(listener: &TcpListener, render: &Render, stop: &AtomicBool) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
+            // Let scrapes in flight finish (each is bounded by TIMEOUT), so
+            // that once the server is dropped nothing runs `render` and the
+            // caller's state (petreld's ports) may be torn down.
+            let until = Instant::now() + 2 * TIMEOUT;
+            while active.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             return;
         }
         let s = match conn {
@@ -126,6 +134,8 @@ fn accept_loop(listener: &TcpListener, render: &Render, stop: &AtomicBool) {
         let (a, r) = (Arc::clone(&active), Arc::clone(render));
         let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
             serve(s, &r);
+            // Release `render` before saying this connection is done.
+            drop(r);
             a.fetch_sub(1, Ordering::Relaxed);
         });
         if let Err(e) = spawned {

@@ -35,6 +35,15 @@ struct Args {
     /// Write the final counters as JSON to this file at exit.
     #[arg(long, value_name = "FILE")]
     stats_file: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any
+    /// free port, logged at start).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+    /// Log filter: LEVEL, TARGET=LEVEL or a comma-separated list
+    /// (`info`, `petrel_vhost_user=debug,info`); `petrelctl log-level`
+    /// changes it at runtime.
+    #[arg(long, env = "PETREL_LOG", default_value = "info", value_name = "FILTER")]
+    log: String,
 }
 
 fn main() {
@@ -46,6 +55,7 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    let log = petrel_obs::logging::init(&args.log).context("--log")?;
     let plan = Arc::new(args.cli.into_plan()?);
     let n_cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     for c in &plan.pmd_cores {
@@ -94,29 +104,37 @@ fn run() -> Result<()> {
     }
     ports.set_links(links);
     let stop_ctl = Arc::new(AtomicBool::new(false));
+    // One node answers the control socket and the metrics scrapes, so
+    // ports added at runtime show in both.
+    let node = Arc::new(
+        PetreldNode::new(Arc::clone(&ports), plan.pmd_cores.clone(), shared.clone(), Arc::clone(&tables), eal.tsc_hz())
+            .with_log(log),
+    );
     let ctl = match &plan.control_socket {
         Some(path) => {
-            let node = PetreldNode::new(
-                Arc::clone(&ports),
-                plan.pmd_cores.clone(),
-                shared.clone(),
-                Arc::clone(&tables),
-                eal.tsc_hz(),
-            );
             let opts = SocketOpts { group: plan.control_group.clone(), ..SocketOpts::default() };
-            let h = serve(path, opts, Arc::new(node), Arc::clone(&stop_ctl))
+            let h = serve(path, opts, Arc::clone(&node) as _, Arc::clone(&stop_ctl))
                 .with_context(|| format!("control socket {}", path.display()))?;
-            eprintln!("petreld: control socket {}", path.display());
+            tracing::info!(socket = %path.display(), "control socket ready");
             Some(h)
         }
         None => None,
     };
-    eprintln!(
-        "petreld: forwarding: {} ports, {} PMD(s) on CPU(s) {:?}, EAL args {:?}",
-        plan.ports.len(),
-        n_pmd,
-        plan.pmd_cores,
-        plan.eal_args
+    let metrics = match &args.metrics_addr {
+        Some(addr) => {
+            let m = petrel_dataplane::metrics::serve(addr, Arc::clone(&node) as _)
+                .with_context(|| format!("--metrics-addr {addr}"))?;
+            tracing::info!(addr = %m.local_addr(), "serving metrics at http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        None => None,
+    };
+    tracing::info!(
+        n_ports = plan.ports.len(),
+        n_pmds = n_pmd,
+        cpus = ?plan.pmd_cores,
+        eal_args = ?plan.eal_args,
+        "forwarding"
     );
 
     let start = Instant::now();
@@ -143,7 +161,7 @@ fn run() -> Result<()> {
             last_rx_change = Instant::now();
         } else if let Some(ms) = plan.exit_when_idle_ms {
             if last_rx > 0 && last_rx_change.elapsed() >= Duration::from_millis(ms) {
-                eprintln!("petreld: idle for {ms} ms, exiting");
+                tracing::info!("idle for {ms} ms, exiting");
                 break;
             }
         }
@@ -153,6 +171,9 @@ fn run() -> Result<()> {
     if let Some(h) = ctl {
         let _ = h.join();
     }
+    // Waits for scrapes in flight: nothing may hold the ports past here.
+    drop(metrics);
+    drop(node);
     let mut finals = Vec::new();
     let mut failed = None;
     for h in handles {

@@ -31,9 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::proto::{
     read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, LogLevelReply,
-    PmdStatsReply, PortInfo,
-    RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
-    PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
+    PmdStatsReply, PortInfo, RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply,
+    TraceReply, MAX_FRAME, PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
 };
 
 /// What the server asks of the running node (petreld, or a test's fake).
@@ -316,14 +315,14 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
                     Ok(h) => conns.push(h),
                     Err(e) => {
                         ctx.active.fetch_sub(1, Ordering::Relaxed);
-                        eprintln!("petreld: control socket: cannot spawn a connection thread: {e}");
+                        petrel_obs::error_limited!(1, "control socket: cannot spawn a connection thread: {e}");
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                eprintln!("petreld: control socket: accept: {e}");
+                petrel_obs::error_limited!(1, "control socket: accept: {e}");
                 std::thread::sleep(POLL);
             }
         }
@@ -408,7 +407,7 @@ fn serve_conn(s: &UnixStream, ctx: &Ctx) {
         };
         if let Response::Error(e) = &resp {
             if close {
-                eprintln!("petreld: control socket: closing a connection: {e}");
+                petrel_obs::warn_limited!(5, "control socket: closing a connection: {e}");
             }
         }
         if write_msg(&mut &*s, &resp).is_err() || close {
