@@ -7,6 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,6 +51,40 @@ fn scrape_until(addr: &str, what: &str, f: impl Fn(&str) -> bool) -> String {
         let s = scrape(addr);
         f(&s).then_some(s)
     })
+}
+
+/// The metric names the Grafana dashboard (`deploy/grafana/petrel.json`)
+/// queries that start with `prefix`, minus those starting with `except`.
+fn dashboard_names(prefix: &str, except: &str) -> std::collections::BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/petrel.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    let mut stack = vec![&dash];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(e) = m.get("expr").and_then(serde_json::Value::as_str) {
+                    exprs.push(e.to_owned());
+                }
+                stack.extend(m.values());
+            }
+            serde_json::Value::Array(a) => stack.extend(a),
+            _ => {}
+        }
+    }
+    assert!(exprs.len() > 10, "the dashboard has queries");
+    exprs
+        .iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|t| t.starts_with(prefix) && !t.starts_with(except))
+        .collect()
+}
+
+/// The sample names of a scrape (`petrel_port_rx_packets_total`, `..._bucket`).
+fn scraped_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).map(str::to_owned).collect()
 }
 
 #[test]
@@ -121,6 +156,12 @@ fn metrics_follow_compiles_claims_nb_cfg_and_the_southbound_connection() {
     promtool(&s3);
     let more = value(&s3, "petrel_ovn_flows_compiled_total ").unwrap() - flows;
     assert!(more >= 1.0 && more < value(&s3, "petrel_ovn_logical_flows ").unwrap(), "compiled {more} more: {s3}");
+
+    // The dashboard queries only what petrel-ovn exports.
+    let (wanted, have) = (dashboard_names("petrel_ovn_", "petrel_ovn_none"), scraped_names(&s3));
+    assert!(wanted.len() > 10, "{wanted:?}");
+    let missing: Vec<_> = wanted.difference(&have).collect();
+    assert!(missing.is_empty(), "deploy/grafana/petrel.json queries {missing:?}, not in a scrape:\n{s3}");
 
     // The Southbound goes away, then comes back.
     ovn.kill_sb();

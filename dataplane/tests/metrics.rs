@@ -150,6 +150,40 @@ fn scrape_until(addr: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// The metric names the Grafana dashboard (`deploy/grafana/petrel.json`)
+/// queries that start with `prefix`, minus those starting with `except`.
+fn dashboard_names(prefix: &str, except: &str) -> std::collections::BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/petrel.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    let mut stack = vec![&dash];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(e) = m.get("expr").and_then(serde_json::Value::as_str) {
+                    exprs.push(e.to_owned());
+                }
+                stack.extend(m.values());
+            }
+            serde_json::Value::Array(a) => stack.extend(a),
+            _ => {}
+        }
+    }
+    assert!(exprs.len() > 10, "the dashboard has queries");
+    exprs
+        .iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|t| t.starts_with(prefix) && !t.starts_with(except))
+        .collect()
+}
+
+/// The sample names of a scrape (`petrel_port_rx_packets_total`, `..._bucket`).
+fn scraped_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).map(str::to_owned).collect()
+}
+
 const RX_A: &str = r#"petrel_port_rx_packets_total{port="a"}"#;
 
 #[test]
@@ -200,6 +234,12 @@ fn scrapes_count_traffic_and_runtime_ports_and_pass_promtool() {
     promtool(&s3);
     assert!(value(&s3, r#"petrel_port_rx_dropped_packets_total{port="c"}"#) > 0.0, "{s3}");
     assert!(s3.contains(r#"petrel_port_info{port="c",type="dpdk",state="up"} 1"#), "{s3}");
+
+    // The dashboard queries only what petreld exports.
+    let (wanted, have) = (dashboard_names("petrel_", "petrel_ovn_"), scraped_names(&s3));
+    assert!(wanted.len() > 10, "{wanted:?}");
+    let missing: Vec<_> = wanted.difference(&have).collect();
+    assert!(missing.is_empty(), "deploy/grafana/petrel.json queries {missing:?}, not in a scrape:\n{s3}");
 
     // Only GET /metrics is served.
     assert_eq!(http(&addr, "GET / HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
