@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use petrel_obs::http::{HttpError, MetricsServer, Render};
+use petrel_obs::http::{BoundListener, HttpError, MetricsServer, Render};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -223,9 +223,17 @@ pub fn encode(registry: &Registry) -> (String, &'static str) {
 /// # Errors
 /// The address does not resolve or cannot be bound.
 pub fn serve(addr: &str, node: Arc<dyn Node>) -> Result<MetricsServer, HttpError> {
+    serve_on(BoundListener::bind(addr)?, node)
+}
+
+/// [`serve`] on an address bound earlier.
+///
+/// # Errors
+/// The serving thread cannot be spawned.
+pub fn serve_on(listener: BoundListener, node: Arc<dyn Node>) -> Result<MetricsServer, HttpError> {
     let registry = Arc::new(registry(node));
     let render: Render = Arc::new(move || encode(&registry));
-    MetricsServer::start(addr, render)
+    listener.serve(render)
 }
 
 #[cfg(test)]

@@ -262,6 +262,7 @@ fn a_metrics_address_in_use_fails_the_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&format!("--metrics-addr {addr}")) && err.contains("in use"), "{err}");
+    assert!(!err.contains("EAL"), "must fail before DPDK starts: {err}");
 }
 
 #[test]

@@ -56,6 +56,51 @@ pub struct MetricsServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A bound, not yet serving, `/metrics` address: lets a daemon claim its
+/// address (and fail) before it starts anything that is hard to unwind.
+#[derive(Debug)]
+pub struct BoundListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl BoundListener {
+    /// Binds `addr` (`HOST:PORT`; port 0 picks a free one).
+    ///
+    /// # Errors
+    /// The address does not resolve or cannot be bound.
+    pub fn bind(addr: &str) -> Result<Self, HttpError> {
+        let sa = addr
+            .to_socket_addrs()
+            .map_err(|e| HttpError::Resolve(addr.to_owned(), e))?
+            .next()
+            .ok_or_else(|| HttpError::NoAddress(addr.to_owned()))?;
+        let listener = TcpListener::bind(sa).map_err(|e| HttpError::Bind(sa, e))?;
+        let addr = listener.local_addr().map_err(|e| HttpError::Bind(sa, e))?;
+        Ok(BoundListener { listener, addr })
+    }
+
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts serving `render` at `/metrics`.
+    ///
+    /// # Errors
+    /// The serving thread cannot be spawned.
+    pub fn serve(self, render: Render) -> Result<MetricsServer, HttpError> {
+        let BoundListener { listener, addr } = self;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || accept_loop(&listener, &render, &s))
+            .map_err(HttpError::Spawn)?;
+        Ok(MetricsServer { addr, stop, thread: Some(thread) })
+    }
+}
+
 impl MetricsServer {
     /// Listens on `addr` (`HOST:PORT`; port 0 picks a free one, see
     /// [`MetricsServer::local_addr`]) and serves `render` at `/metrics`.
@@ -63,20 +108,7 @@ impl MetricsServer {
     /// # Errors
     /// The address does not resolve or cannot be bound.
     pub fn start(addr: &str, render: Render) -> Result<Self, HttpError> {
-        let sa = addr
-            .to_socket_addrs()
-            .map_err(|e| HttpError::Resolve(addr.to_owned(), e))?
-            .next()
-            .ok_or_else(|| HttpError::NoAddress(addr.to_owned()))?;
-        let listener = TcpListener::bind(sa).map_err(|e| HttpError::Bind(sa, e))?;
-        let local = listener.local_addr().map_err(|e| HttpError::Bind(sa, e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || accept_loop(&listener, &render, &s))
-            .map_err(HttpError::Spawn)?;
-        Ok(MetricsServer { addr: local, stop, thread: Some(thread) })
+        BoundListener::bind(addr)?.serve(render)
     }
 
     /// The address it listens on.

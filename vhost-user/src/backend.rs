@@ -256,8 +256,10 @@ impl MgmtPort {
         self.port.set_state(PortState::Waiting);
         self.next_try = Instant::now() + RECONNECT_INTERVAL;
         if !self.cfg.path.as_os_str().is_empty() {
-            // Violations land here too (`violations` counts them all).
-            petrel_obs::warn_limited!(5, port = %self.cfg.name, "vhost-user: disconnected: {why}");
+            // Violations land here too (`violations` counts them all); each
+            // names what the pod did wrong, so the budget is larger than
+            // for connects.
+            petrel_obs::warn_limited!(10, port = %self.cfg.name, "vhost-user: disconnected: {why}");
         }
     }
 

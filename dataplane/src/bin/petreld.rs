@@ -58,6 +58,12 @@ fn run() -> Result<()> {
     let args = Args::parse();
     let log = petrel_obs::logging::init(&args.log).context("--log")?;
     let plan = Arc::new(args.cli.into_plan()?);
+    // Claimed before DPDK starts, so a taken address fails cleanly.
+    let metrics_listener = args
+        .metrics_addr
+        .as_deref()
+        .map(|a| petrel_obs::http::BoundListener::bind(a).with_context(|| format!("--metrics-addr {a}")))
+        .transpose()?;
     let n_cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     for c in &plan.pmd_cores {
         if *c >= n_cpus {
@@ -137,10 +143,9 @@ fn run() -> Result<()> {
         }
         None => None,
     };
-    let metrics = match &args.metrics_addr {
-        Some(addr) => {
-            let m = petrel_dataplane::metrics::serve(addr, Arc::clone(&node) as _)
-                .with_context(|| format!("--metrics-addr {addr}"))?;
+    let metrics = match metrics_listener {
+        Some(l) => {
+            let m = petrel_dataplane::metrics::serve_on(l, Arc::clone(&node) as _).context("--metrics-addr")?;
             tracing::info!(addr = %m.local_addr(), "serving metrics at http://{}/metrics", m.local_addr());
             Some(m)
         }
