@@ -14,7 +14,8 @@
 # keys; an ARP broadcast reaches every remote port once with one tunnel copy
 # per chassis; unknown unicast reaches only the `unknown` port; Geneve from
 # an address that is no chassis is dropped and counted; after `ovn-sbctl
-# chassis-del` nothing is tunnelled to the removed chassis.
+# chassis-del` nothing is tunnelled to the removed chassis; dpdk-testpmd pods on
+# vhost-user ports added at runtime on A and B bounce traffic through Geneve.
 #
 # Needs root, ovn-central, tshark, python3-scapy and target/debug binaries
 # (PETREL_BIN=DIR for others). OVERLAY_KEEP=1 keeps the work directory.

@@ -32,6 +32,8 @@ impl Node for LogNode {
             n_rules: 0,
             n_pmds: 0,
             ports: vec![],
+            uplinks: vec![],
+            tunnels: vec![],
         }
     }
     fn pmd_stats(&self) -> PmdStatsReply {

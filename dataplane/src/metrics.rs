@@ -280,6 +280,8 @@ mod tests {
                 n_rules: 17,
                 n_pmds: 1,
                 ports: self.stats().ports,
+                uplinks: vec![],
+                tunnels: vec![],
             }
         }
         fn pmd_stats(&self) -> PmdStatsReply {

@@ -37,6 +37,9 @@ pub struct PetreldNode {
     tsc_hz: u64,
     /// The log filter `log_level` reads and replaces, if any.
     log: Option<petrel_obs::logging::LogControl>,
+    /// Tunnel endpoints (name, spec, slot) and the neighbour table.
+    underlay: Vec<(String, crate::underlay::UplinkSpec, usize)>,
+    neighbors: Option<crate::underlay::Neighbors>,
 }
 
 impl PetreldNode {
@@ -59,6 +62,8 @@ impl PetreldNode {
             start: Instant::now(),
             tsc_hz,
             log: None,
+            underlay: Vec::new(),
+            neighbors: None,
         }
     }
 
@@ -66,6 +71,41 @@ impl PetreldNode {
     pub fn with_log(mut self, log: petrel_obs::logging::LogControl) -> Self {
         self.log = Some(log);
         self
+    }
+
+    /// Shows these tunnel endpoints and the remote chassis' next hops from
+    /// this neighbour table.
+    pub fn with_underlay(
+        mut self,
+        uplinks: Vec<(String, crate::underlay::UplinkSpec, usize)>,
+        neighbors: crate::underlay::Neighbors,
+    ) -> Self {
+        self.underlay = uplinks;
+        self.neighbors = Some(neighbors);
+        self
+    }
+
+    fn tunnels(&self, snap: &Snapshot) -> Vec<crate::ctl::proto::TunnelInfo> {
+        use crate::underlay::{route, Uplink};
+        let ups: Vec<Uplink> = self.underlay.iter().map(|(_, s, slot)| Uplink::new(s, *slot, [0; 6])).collect();
+        let neigh = self.neighbors.as_ref().map(|n| n.load_full());
+        let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        snap.chassis
+            .iter()
+            .map(|c| {
+                let r = match c.ip {
+                    std::net::IpAddr::V4(v4) => route(&ups, u32::from(v4)),
+                    std::net::IpAddr::V6(_) => None,
+                };
+                crate::ctl::proto::TunnelInfo {
+                    chassis: c.name.clone(),
+                    ip: c.ip.to_string(),
+                    uplink: r.map(|(u, _)| self.underlay[u].0.clone()),
+                    nexthop: r.map(|(_, n)| std::net::Ipv4Addr::from(n).to_string()),
+                    mac: r.and_then(|(_, n)| neigh.as_ref()?.get(n)).map(mac),
+                }
+            })
+            .collect()
     }
 
     fn per_pmd(&self) -> Vec<Counters> {
@@ -115,6 +155,17 @@ impl Node for PetreldNode {
             n_rules: render::n_rules(&snap),
             n_pmds: self.stats.len(),
             ports: self.ports(&total),
+            uplinks: self
+                .underlay
+                .iter()
+                .map(|(name, s, _)| crate::ctl::proto::UplinkInfo {
+                    port: name.clone(),
+                    ip: format!("{}/{}", s.ip, s.prefix),
+                    gw: s.gw.map(|g| g.to_string()),
+                    mtu: s.mtu,
+                })
+                .collect(),
+            tunnels: if self.underlay.is_empty() { Vec::new() } else { self.tunnels(&snap) },
         }
     }
 

@@ -298,6 +298,41 @@ class Overlay:
         t = json.loads(self.sbctl("--format=json", "--columns=logical_port,tunnel_key", "list", "Port_Binding"))
         return dp, {r[0]: r[1] for r in t["data"]}
 
+    def testpmd_pods(self):
+        pods = {"A": ("ta", "00:00:00:00:0a:0a", "10.0.0.10"), "B": ("tb", "00:00:00:00:0b:0b", "10.0.0.11")}
+        cmd = []
+        for _n, (lp, mac, ip) in pods.items():
+            cmd += ["--", "lsp-add", "sw0", lp, "--", "lsp-set-addresses", lp, "%s %s" % (mac, ip)]
+        self.nbctl(*cmd[1:])
+        for n, (lp, _mac, _ip) in pods.items():
+            sock = os.path.join(self.work, "%s.sock" % lp)
+            run([os.path.join(BIN, "petrelctl"), "--socket", self.sock(n), "add-port",
+                 "%s=vhost-user,path=%s,mode=server,iface-id=%s" % (lp, sock, lp)])
+        self.wait_bound([p[0] for p in pods.values()])
+        (la, ma, ia), (lb, mb, ib) = pods["A"], pods["B"]
+        # Forwarding lcore 0 for both pods (petreld's PMDs are on 1).
+        for lp, mac, peer, ips, first in ((lb, mb, ma, "%s,%s" % (ib, ia), False),
+                                          (la, ma, mb, "%s,%s" % (ia, ib), True)):
+            sock = os.path.join(self.work, "%s.sock" % lp)
+            args = ["dpdk-testpmd", "-l", "0,1", "--main-lcore", "1", "--no-pci", "--in-memory", "--no-telemetry",
+                    "-m", "128", "--single-file-segments", "--log-level=*:warning", "--file-prefix=" + lp,
+                    "--vdev=net_virtio_user0,path=%s,mac=%s" % (sock, mac), "--", "--forward-mode=5tswap",
+                    "--port-topology=loop", "--total-num-mbufs=4096", "--nb-cores=1", "--stats-period=1",
+                    "--eth-peer=0," + peer, "--tx-ip=" + ips] + (["--tx-first"] if first else [])
+            self.spawn("testpmd-" + lp, args)
+            time.sleep(1.5)
+
+        def tx(n, lp):
+            return next((p["stats"]["tx_packets"] for p in self.petrelctl(n, "show")["ports"] if p["name"] == lp), 0)
+        deadline = time.time() + 40
+        while time.time() < deadline and not (tx("A", la) > 5000 and tx("B", lb) > 5000):
+            time.sleep(0.5)
+        a, b = tx("A", la), tx("B", lb)
+        check(a > 5000 and b > 5000, "testpmd pods on A and B bounce traffic through Geneve (petreld delivered %d to "
+              "ta, %d to tb)" % (a, b), "%s\n%s" % (self.drops("A"), self.drops("B")))
+        for lp in (la, lb):
+            self.stop("testpmd-" + lp)
+
     # ---- traffic
     def deliver(self, src, frame, tries=30, until=None):
         """Sends `frame` from `src` until it comes out somewhere (or on every
@@ -402,6 +437,9 @@ def main():
                  and ovn_keys(r["data"]) == (pk["a1"], pk["b1"]) for r in want)
         check(ok and want != [], "Geneve: VNI = datapath key, OVN option (0x0102, 0x80) = (a1, b1) keys", want)
 
+        tun = {t["chassis"]: t for t in o.petrelctl("A", "show").get("tunnels", [])}
+        check(tun.get("hvB", {}).get("nexthop") == NODES["B"]["ip"] and tun["hvB"].get("mac")
+              and tun["hvB"].get("uplink") == "up", "petrelctl show lists the tunnel to hvB, next hop resolved", tun)
         b2a = raw(Ether(src=MACS["b1"], dst=MACS["a1"]) / IP(src=IPS["b1"], dst=IPS["a1"], ttl=64)
                   / UDP(sport=5678, dport=1234) / Raw(b"petrel overlay b->a"))
         got = o.deliver("b1", b2a)
@@ -481,6 +519,10 @@ def main():
         time.sleep(1)
         check(o.drops("B").get("geneve_unknown_tunnel", 0) == before + 1 and not o.wires["b1"].drain(),
               "Geneve from a non-chassis address is dropped (geneve_unknown_tunnel)")
+
+        # DPDK pods: testpmd on vhost-user ports added at runtime on A and
+        # B (as petrel-cni does), bouncing packets through Geneve.
+        o.testpmd_pods()
 
         # Chassis B leaves the Southbound: A stops sending to it.
         o.stop("petrel-ovn-B")

@@ -120,10 +120,10 @@ fn run() -> Result<()> {
     if let Some(f) = &plan.ports_file {
         let (ok, failed) = ports.restore(f);
         if !ok.is_empty() {
-            eprintln!("petreld: {} runtime port(s) restored from {}", ok.len(), f.display());
+            tracing::info!(file = %f.display(), "{} runtime port(s) restored", ok.len());
         }
         for (spec, e) in failed {
-            eprintln!("petreld: could not restore port {spec:?} from {}: {e}", f.display());
+            tracing::warn!(file = %f.display(), "could not restore port {spec:?}: {e}");
         }
     }
     let stop_ctl = Arc::new(AtomicBool::new(false));
@@ -131,7 +131,11 @@ fn run() -> Result<()> {
     // ports added at runtime show in both.
     let node = Arc::new(
         PetreldNode::new(Arc::clone(&ports), plan.pmd_cores.clone(), shared.clone(), Arc::clone(&tables), eal.tsc_hz())
-            .with_log(log),
+            .with_log(log)
+            .with_underlay(
+                plan.uplinks.iter().map(|(i, s)| (plan.ports[*i].name.clone(), s.clone(), *i)).collect(),
+                neigh.published(),
+            ),
     );
     let ctl = match &plan.control_socket {
         Some(path) => {

@@ -532,6 +532,44 @@ pub struct ShowReply {
     pub n_pmds: usize,
     /// Ports, by index.
     pub ports: Vec<PortInfo>,
+    /// The node's tunnel endpoints (`--uplink`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplinks: Vec<UplinkInfo>,
+    /// Remote chassis of the tables and how they are reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunnels: Vec<TunnelInfo>,
+}
+
+/// A tunnel endpoint of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkInfo {
+    /// The DPDK port.
+    pub port: String,
+    /// `IP/PREFIX`.
+    pub ip: String,
+    /// Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+    /// MTU.
+    pub mtu: u16,
+}
+
+/// How a remote chassis is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    /// Chassis name.
+    pub chassis: String,
+    /// Its tunnel IP.
+    pub ip: String,
+    /// Uplink port it leaves on (`None`: no route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// Next hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nexthop: Option<String>,
+    /// The next hop's MAC (`None`: not resolved yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// Hits of one lookup layer (exact-match cache, classifier, …).
