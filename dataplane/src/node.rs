@@ -35,6 +35,8 @@ pub struct PetreldNode {
     learn_cursors: Mutex<Vec<u64>>,
     start: Instant,
     tsc_hz: u64,
+    /// The log filter `log_level` reads and replaces, if any.
+    log: Option<petrel_obs::logging::LogControl>,
     /// Tunnel endpoints (name, spec, slot) and the neighbour table.
     underlay: Vec<(String, crate::underlay::UplinkSpec, usize)>,
     neighbors: Option<crate::underlay::Neighbors>,
@@ -59,9 +61,16 @@ impl PetreldNode {
             learn_cursors: Mutex::new(Vec::new()),
             start: Instant::now(),
             tsc_hz,
+            log: None,
             underlay: Vec::new(),
             neighbors: None,
         }
+    }
+
+    /// Lets `log_level` requests read and replace this log filter.
+    pub fn with_log(mut self, log: petrel_obs::logging::LogControl) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// Shows these tunnel endpoints and the remote chassis' next hops from
@@ -223,6 +232,18 @@ impl Node for PetreldNode {
         let (slot, entry) = self.ports.add(spec).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
         let total = sum(&self.per_pmd());
         Ok(port_info(&self.tables.load(), slot, &entry, &total))
+    }
+
+    fn log_level(&self, filter: Option<&str>) -> Result<crate::ctl::proto::LogLevelReply, ErrorReply> {
+        let log = self.log.as_ref().ok_or_else(|| ErrorReply::rejected("petreld runs without log control"))?;
+        let previous = match filter {
+            Some(f) => Some(log.set(f).map_err(|e| ErrorReply::rejected(e.to_string()))?),
+            None => None,
+        };
+        if let Some(p) = &previous {
+            tracing::info!(filter = %log.filter(), previous = %p, "log filter changed");
+        }
+        Ok(crate::ctl::proto::LogLevelReply { filter: log.filter(), previous })
     }
 
     fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {

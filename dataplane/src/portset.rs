@@ -160,7 +160,7 @@ impl PortSet {
         let Ok(text) = serde_json::to_vec_pretty(&PortsFile { ports }) else { return };
         let tmp = path.with_extension("tmp");
         if std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
-            eprintln!("petreld: cannot write {}: runtime ports will not survive a restart", path.display());
+            tracing::warn!(file = %path.display(), "cannot write the ports file: runtime ports will not survive a restart");
         }
     }
 
