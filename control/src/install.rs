@@ -70,6 +70,7 @@ pub struct Installer {
     /// when the compiler reused them).
     last_snap: Option<(Snapshot, Vec<Refusal>)>,
     stats: InstallStats,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 const CLIENT_NAME: &str = concat!("petrel-ovn ", env!("CARGO_PKG_VERSION"));
@@ -92,6 +93,7 @@ impl Installer {
             last: None,
             last_snap: None,
             stats: InstallStats::default(),
+            metrics: None,
         }
     }
 
@@ -110,12 +112,18 @@ impl Installer {
             last: None,
             last_snap: None,
             stats: InstallStats::default(),
+            metrics: None,
         }
     }
 
     /// Resolves when petreld's view changed.
     pub async fn changed(&mut self) -> bool {
         self.view.changed().await.is_ok()
+    }
+
+    /// Records compiles and publishes in `m` too.
+    pub fn set_metrics(&mut self, m: crate::metrics::Metrics) {
+        self.metrics = Some(m);
     }
 
     /// Counters.
@@ -156,6 +164,9 @@ impl Installer {
         self.stats.last_n_compiled = compiled.stats.n_compiled;
         self.stats.last_n_rules = compiled.stats.n_rules;
         self.stats.last_n_refusals = compiled.refusals.len();
+        if let Some(m) = &self.metrics {
+            m.compiled(&compiled.stats, self.stats.last_compile, compiled.refusals.len());
+        }
         let t1 = Instant::now();
         let unchanged =
             self.last_snap.as_ref().is_some_and(|(s, r)| same_tables(s, &compiled.snapshot) && *r == compiled.refusals);
@@ -204,6 +215,9 @@ impl Installer {
                 Ok(c) => self.client.insert(c),
                 Err(e) => {
                     self.stats.n_errors += 1;
+                    if let Some(m) = &self.metrics {
+                        m.publish_failed();
+                    }
                     tracing::warn!("cannot publish tables, petreld unreachable: {e}");
                     return false;
                 }
@@ -214,6 +228,9 @@ impl Installer {
             Ok(g) => {
                 self.stats.n_published += 1;
                 self.stats.last_publish = t1.elapsed();
+                if let Some(m) = &self.metrics {
+                    m.published(g, self.stats.last_publish);
+                }
                 tracing::info!(
                     generation = g,
                     n_datapaths = compiled.stats.n_datapaths,
@@ -235,6 +252,9 @@ impl Installer {
             }
             Err(e) => {
                 self.stats.n_errors += 1;
+                if let Some(m) = &self.metrics {
+                    m.publish_failed();
+                }
                 self.client = None;
                 tracing::warn!("publishing tables failed: {e}");
                 false

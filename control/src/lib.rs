@@ -25,5 +25,6 @@ pub mod chassis;
 pub mod dataplane;
 pub mod install;
 pub mod lflow;
+pub mod metrics;
 pub mod ovsdb;
 pub mod sb;

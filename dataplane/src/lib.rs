@@ -23,6 +23,7 @@ pub mod buf;
 pub mod ctl;
 pub mod drop;
 pub mod flow;
+pub mod metrics;
 pub mod table;
 pub mod wire;
 

@@ -35,6 +35,8 @@ pub struct PetreldNode {
     learn_cursors: Mutex<Vec<u64>>,
     start: Instant,
     tsc_hz: u64,
+    /// The log filter `log_level` reads and replaces, if any.
+    log: Option<petrel_obs::logging::LogControl>,
     /// Tunnel endpoints (name, spec, slot) and the neighbour table.
     underlay: Vec<(String, crate::underlay::UplinkSpec, usize)>,
     neighbors: Option<crate::underlay::Neighbors>,
@@ -59,9 +61,16 @@ impl PetreldNode {
             learn_cursors: Mutex::new(Vec::new()),
             start: Instant::now(),
             tsc_hz,
+            log: None,
             underlay: Vec::new(),
             neighbors: None,
         }
+    }
+
+    /// Lets `log_level` requests read and replace this log filter.
+    pub fn with_log(mut self, log: petrel_obs::logging::LogControl) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// Shows these tunnel endpoints and the remote chassis' next hops from
@@ -84,16 +93,13 @@ impl PetreldNode {
         snap.chassis
             .iter()
             .map(|c| {
-                let r = match c.ip {
-                    std::net::IpAddr::V4(v4) => route(&ups, u32::from(v4)),
-                    std::net::IpAddr::V6(_) => None,
-                };
+                let r = route(&ups, &crate::underlay::ip16(c.ip));
                 crate::ctl::proto::TunnelInfo {
                     chassis: c.name.clone(),
                     ip: c.ip.to_string(),
                     uplink: r.map(|(u, _)| self.underlay[u].0.clone()),
-                    nexthop: r.map(|(_, n)| std::net::Ipv4Addr::from(n).to_string()),
-                    mac: r.and_then(|(_, n)| neigh.as_ref()?.get(n)).map(mac),
+                    nexthop: r.map(|(_, n)| crate::underlay::ip_of(&n).to_string()),
+                    mac: r.and_then(|(_, n)| neigh.as_ref()?.get(&n)).map(mac),
                 }
             })
             .collect()
@@ -228,12 +234,24 @@ impl Node for PetreldNode {
         Ok(port_info(&self.tables.load(), slot, &entry, &total))
     }
 
+    fn log_level(&self, filter: Option<&str>) -> Result<crate::ctl::proto::LogLevelReply, ErrorReply> {
+        let log = self.log.as_ref().ok_or_else(|| ErrorReply::rejected("petreld runs without log control"))?;
+        let previous = match filter {
+            Some(f) => Some(log.set(f).map_err(|e| ErrorReply::rejected(e.to_string()))?),
+            None => None,
+        };
+        if let Some(p) = &previous {
+            tracing::info!(filter = %log.filter(), previous = %p, "log filter changed");
+        }
+        Ok(crate::ctl::proto::LogLevelReply { filter: log.filter(), previous })
+    }
+
     fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {
-        let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
-        self.ports.removable(name).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
         // Held until the port is gone: nothing can publish tables naming it
         // in between.
         let _guard = self.publish_lock.lock().map_err(|_| ErrorReply::rejected("publisher poisoned"))?;
+        let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
+        self.ports.removable(name).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
         let before = self.tables.load();
         if let Some(s) = self.without_port(slot) {
             publish(&self.tables, s).map_err(|e| ErrorReply::rejected(e.to_string()))?;

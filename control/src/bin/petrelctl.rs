@@ -3,6 +3,7 @@
 //! ```text
 //! petrelctl [--socket PATH] [--json] show | pmd-stats | dump-tables [DATAPATH] | drops
 //! petrelctl [--socket PATH] [--json] trace PORT 'MICROFLOW'
+//! petrelctl [--socket PATH] [--json] log-level [FILTER]
 //! ```
 //!
 //! The socket defaults to `$PETREL_SOCKET`, else `/run/petrel/petreld.sock`.
@@ -121,6 +122,18 @@ enum Cmd {
         /// Port name.
         name: String,
     },
+    /// Print petreld's log filter, or replace it (at once, until the next
+    /// change or a restart).
+    #[command(
+        name = "log-level",
+        after_help = "FILTER: LEVEL, TARGET=LEVEL or a comma-separated list of them; levels are off, error,\n\
+                      warn, info, debug, trace; a target is a module path prefix.\n\n\
+                      Examples:\n  petrelctl log-level debug\n  petrelctl log-level petrel_vhost_user=debug,info"
+    )]
+    LogLevel {
+        /// The new filter; without it, print the one in force.
+        filter: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -182,6 +195,10 @@ fn run(args: &Args) -> Result<String, ClientError> {
             let p = c.add_port(&spec)?;
             out(j, &p, |p| format!("added port {} (index {}): {}\n", p.name, p.index, p.kind))
         }
+        Cmd::LogLevel { filter } => out(j, &c.log_level(filter.as_deref())?, |r| match &r.previous {
+            Some(p) => format!("log filter: {} (was {p})\n", r.filter),
+            None => format!("{}\n", r.filter),
+        }),
         Cmd::DelPort { name } => {
             let p = c.del_port(name)?;
             out(j, &p, |p| {

@@ -63,7 +63,7 @@ pub const MAGIC: [u8; 4] = *b"PTRL";
 /// Major version: a client with another major version is refused.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Minor version: additions that older peers can ignore.
-pub const PROTOCOL_MINOR: u16 = 1;
+pub const PROTOCOL_MINOR: u16 = 2;
 /// Header size: magic, major version, body length.
 pub const HEADER_LEN: usize = 10;
 /// Largest body accepted (64 MiB): far above a real snapshot, small enough
@@ -224,6 +224,13 @@ pub enum Request {
         /// Port name.
         name: String,
     },
+    /// Reads or replaces the log filter; the reply is the filter in force.
+    LogLevel {
+        /// The new filter (`debug`, `petrel_vhost_user=debug,info`: see
+        /// `petrel_obs::logging`); absent: only read it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<String>,
+    },
 }
 
 /// Every request type name, for telling an unknown request from a bad one.
@@ -241,6 +248,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "learned",
     "add_port",
     "del_port",
+    "log_level",
 ];
 
 /// The client's side of the handshake.
@@ -301,6 +309,18 @@ pub enum Reply {
     Learned(Vec<LearnedMsg>),
     /// To [`Request::AddPort`] and [`Request::DelPort`].
     Port(PortInfo),
+    /// To [`Request::LogLevel`].
+    LogLevel(LogLevelReply),
+}
+
+/// Reply to [`Request::LogLevel`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLevelReply {
+    /// The filter in force now.
+    pub filter: String,
+    /// The filter it replaced, when the request set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// A MAC learnt on a logical port (`put_fdb(inport, eth.src)`).

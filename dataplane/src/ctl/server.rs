@@ -30,9 +30,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::proto::{
-    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, PmdStatsReply, PortInfo,
-    RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
-    PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
+    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, LogLevelReply,
+    PmdStatsReply, PortInfo, RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply,
+    TraceReply, MAX_FRAME, PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
 };
 
 /// What the server asks of the running node (petreld, or a test's fake).
@@ -97,6 +97,15 @@ pub trait Node: Send + Sync + 'static {
     /// [`ErrorCode::NotFound`] if there is no such port.
     fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {
         Err(ErrorReply::not_found(format!("no port {name:?}")))
+    }
+    /// The log filter in force, after replacing it with `filter` if given.
+    ///
+    /// # Errors
+    /// [`ErrorCode::Rejected`]: the filter does not parse (nothing
+    /// changed), or this server cannot change its logging.
+    fn log_level(&self, filter: Option<&str>) -> Result<LogLevelReply, ErrorReply> {
+        let _ = filter;
+        Err(ErrorReply::rejected("this server has no runtime log control"))
     }
 }
 
@@ -306,14 +315,14 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
                     Ok(h) => conns.push(h),
                     Err(e) => {
                         ctx.active.fetch_sub(1, Ordering::Relaxed);
-                        eprintln!("petreld: control socket: cannot spawn a connection thread: {e}");
+                        petrel_obs::error_limited!(1, "control socket: cannot spawn a connection thread: {e}");
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                eprintln!("petreld: control socket: accept: {e}");
+                petrel_obs::error_limited!(1, "control socket: accept: {e}");
                 std::thread::sleep(POLL);
             }
         }
@@ -398,7 +407,7 @@ fn serve_conn(s: &UnixStream, ctx: &Ctx) {
         };
         if let Response::Error(e) = &resp {
             if close {
-                eprintln!("petreld: control socket: closing a connection: {e}");
+                petrel_obs::warn_limited!(5, "control socket: closing a connection: {e}");
             }
         }
         if write_msg(&mut &*s, &resp).is_err() || close {
@@ -487,6 +496,7 @@ fn dispatch(ctx: &Ctx, req: Request) -> (Response, bool) {
             Request::Learned => Reply::Learned(node.learned()),
             Request::AddPort { spec } => Reply::Port(node.add_port(&spec)?),
             Request::DelPort { name } => Reply::Port(node.del_port(&name)?),
+            Request::LogLevel { filter } => Reply::LogLevel(node.log_level(filter.as_deref())?),
         })
     }));
     match r {
