@@ -130,7 +130,8 @@ for f in $FLOWS; do
     if ! [[ $f =~ ^[0-9]+$ ]] || ((f < 1 || f > 65535)); then die "flow count $f not in 1..65535" 2; fi
 done
 OVSD=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
-need=(dpdk-testpmd ovsdb-tool ovsdb-server ovs-vsctl ovs-ofctl ovs-appctl ovn-northd ovn-nbctl ovn-controller awk stdbuf join getconf)
+need=(dpdk-testpmd ovsdb-tool ovsdb-server ovs-vsctl ovs-ofctl ovs-appctl ovn-northd ovn-nbctl ovn-sbctl ovn-controller
+    awk stdbuf join getconf)
 for t in "${need[@]}"; do
     command -v "$t" >/dev/null || die "missing $t: run scripts/bootstrap.sh" 2
 done
@@ -209,6 +210,7 @@ on_exit() {
 }
 trap on_exit EXIT
 trap 'exit 130' INT TERM
+trap 'log "error: \"$BASH_COMMAND\" failed (exit $?) at line $LINENO"' ERR
 
 # started PID ROLE: remember a process to stop and check
 started() { PIDS+=("$1"); ROLE[$1]=$2; }
@@ -258,7 +260,7 @@ tp_cmd() {   # tp_cmd FD LOG CMD: run a testpmd command, print its output
     echo "$3" 1>&"$fd"
     for i in $(seq 250); do
         sleep 0.02
-        tail -c +$((off + 1)) "$logf" | grep -q 'testpmd> ' && break
+        grep -q 'testpmd> ' < <(tail -c +$((off + 1)) "$logf") && break
     done
     tail -c +$((off + 1)) "$logf"
 }
@@ -442,6 +444,16 @@ sut_start() {
             "$PETREL_BIN/petrel-ovn" --remote "unix:$RUN/ovn/sb.sock" --system-id bench-petrel \
                 --encap-ip 127.0.0.1 --dataplane "$RUN/petreld.sock" >"$SUT_DIR/petrel-ovn.log" 2>&1 &
             started $! aux
+            # Until a chassis exists, --wait=hv returns at once: wait for
+            # the claims (Port_Binding.up) first, then for the tables.
+            local up=""
+            for i in $(seq 120); do
+                up=$(ovn-sbctl --timeout=10 --db="unix:$RUN/ovn/sb.sock" --bare --columns=up \
+                    find Port_Binding up=true | grep -c true || true)
+                ((up >= 2)) && break
+                nap 0.25
+            done
+            ((up >= 2)) || die "petrel-ovn did not claim lsp0 and lsp1 in 30 s (see $SUT_DIR/petrel-ovn.log)"
             "${NBCTL[@]}" --timeout=60 --wait=hv sync ||
                 die "petrel-ovn did not bring the switch into force (see $SUT_DIR/petrel-ovn.log)"
             "${PETRELCTL[@]}" show >"$SUT_DIR/petrelctl-show.txt" 2>&1 || true
@@ -462,7 +474,7 @@ sut_stop() {   # stop the SUT and everything of its scenario
 # needs what it refuses to approximate (conntrack, ...); 0 for the others
 unsupported_drops() {
     [[ $1 == petrel ]] || { echo 0; return; }
-    "${PETRELCTL[@]}" drops 2>/dev/null | awk '$1 == "unsupported" {n = $2} END {print n + 0}'
+    { "${PETRELCTL[@]}" drops 2>/dev/null || true; } | awk '$1 == "unsupported" {n = $2} END {print n + 0}'
 }
 
 # SUT cycles per packet over the window: sut_cyc_begin / sut_cyc_end SYSTEM
@@ -470,7 +482,7 @@ sut_cyc_begin() {
     case $1 in
     ceiling) tp_cmd "$SUT_FD" "$SUT_LOG" "clear fwd stats all" >/dev/null ;;
     ovs) "${APPCTL[@]}" dpif-netdev/pmd-stats-clear >/dev/null ;;
-    petrel) CYC0=$("${PETRELCTL[@]}" --json pmd-stats 2>/dev/null | pmd_sum) ;;
+    petrel) CYC0=$({ "${PETRELCTL[@]}" --json pmd-stats 2>/dev/null || true; } | pmd_sum) ;;
     esac
 }
 pmd_sum() {   # petrelctl --json pmd-stats -> "busy_cycles idle_cycles rx_packets cache_hits"
@@ -501,7 +513,7 @@ sut_cyc_end() {   # prints "cycles/packet busy% cache-hit%" ("-" where unknown)
     petrel)
         "${PETRELCTL[@]}" pmd-stats >"$f" 2>&1 || true
         local now
-        now=$("${PETRELCTL[@]}" --json pmd-stats 2>/dev/null | pmd_sum)
+        now=$({ "${PETRELCTL[@]}" --json pmd-stats 2>/dev/null || true; } | pmd_sum)
         awk -v a="$CYC0" -v b="$now" 'BEGIN {split(a, x, " "); split(b, y, " ");
             db = y[1] - x[1]; di = y[2] - x[2]; dr = y[3] - x[3]; dh = y[4] - x[4]
             printf "%s %s %s\n", (dr > 0 ? sprintf("%.0f", db / dr) : "-"),
@@ -526,7 +538,8 @@ threads() {   # "pid tid jiffies allowed-cpus comm" for every thread started her
 }
 
 procs() {   # "pid jiffies comm" of every process (for naming who disturbed a measurement)
-    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+    # (processes come and go while cat reads: it may fail, that is fine)
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
         pid = $1; s = $0; c = s; sub(/^[^(]*\(/, "", c); sub(/\)[^)]*$/, "", c); gsub(/ /, "_", c)
         sub(/^.*\) /, "", s); split(s, f, " "); print pid, f[12] + f[13], c }'
 }
@@ -537,7 +550,7 @@ top_foreign() {
     LC_ALL=C join -j 1 <(LC_ALL=C sort -k1,1 "$1") <(LC_ALL=C sort -k1,1 "$2") |
         awk -v ours="$ours" -v el="$3" -v hz="$(getconf CLK_TCK)" \
             'index(ours, " " $1 " ") == 0 {d = 100 * ($4 - $2) / (el * hz); if (d >= 5) printf "%.0f %s\n", d, $3}' |
-        sort -rn | head -3 | awk '{printf "%s%s=%s%%", (NR > 1 ? " " : ""), $2, $1}'
+        sort -rn | awk 'NR <= 3 {printf "%s%s=%s%%", (NR > 1 ? " " : ""), $2, $1}'
 }
 
 # wait_quiet: before a measurement, wait (at most IDLE_WAIT s) until the
