@@ -65,7 +65,7 @@ run_tables() {
     local sock log
     sock=$(mktemp -u /tmp/petrel-bench.XXXXXX.sock); log=$(mktemp /tmp/petrel-bench.XXXXXX.log)
     timeout -s INT $((DURATION + 4)) "$PETRELD" --eal-args "$EAL_COMMON -l $MAIN_CORE" --pmd-cores "$SUT_CORE" \
-        --control-socket "$sock" \
+        --control-socket "$sock" --ports-file none \
         --port "a=dpdk,devargs=net_null0,size=$SIZE" --port "b=dpdk,devargs=net_null1,size=$SIZE" \
         --stats-interval 1 > "$log" 2>&1 &
     local pid=$!

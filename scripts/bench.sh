@@ -502,14 +502,18 @@ sut_cyc_end() {   # prints "cycles/packet busy% cache-hit%" ("-" where unknown)
              END {printf "%s - -\n", (c == "" ? "-" : sprintf("%.0f", c))}' "$f" ;;
     ovs)
         "${APPCTL[@]}" dpif-netdev/pmd-stats-show >"$f" 2>&1 || true
-        awk -F: '/avg processing cycles per packet/ {split($2, a, " "); c = a[1]}
+        # The PMD's section only (the main thread's follows); cache hits are
+        # per datapath pass (OVN's conntrack recirculates).
+        awk -F: '/^main thread/ {exit}
+                 /avg processing cycles per packet/ {split($2, a, " "); c = a[1]}
                  /processing cycles/ && !/avg/ {if (match($2, /\([0-9.]+%\)/)) b = substr($2, RSTART + 1, RLENGTH - 3)}
                  /packets received/ {split($2, a, " "); r = a[1]}
+                 /packet recirculations/ {split($2, a, " "); rc = a[1]}
                  /emc hits/ {split($2, a, " "); e = a[1]}
                  /smc hits/ {split($2, a, " "); s = a[1]}
                  /simple match hits/ {split($2, a, " "); sm = a[1]}
                  END {printf "%s %s %s\n", (c == "" ? "-" : sprintf("%.0f", c)), (b == "" ? "-" : sprintf("%.0f", b)),
-                      (r > 0 ? sprintf("%.0f", 100 * (e + s + sm) / r) : "-")}' "$f" ;;
+                      (r + rc > 0 ? sprintf("%.0f", 100 * (e + s + sm) / (r + rc)) : "-")}' "$f" ;;
     petrel)
         "${PETRELCTL[@]}" pmd-stats >"$f" 2>&1 || true
         local now
