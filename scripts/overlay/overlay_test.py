@@ -509,6 +509,12 @@ def checks(o):
     check(all(got.get(p) == [arpc] for p in ("a1", "b1", "b2")), "ARP broadcast from c1 (OVS) reaches a1, b1, b2 once each",
           {k: len(v) for k, v in got.items()})
 
+    unkc = raw(Ether(src=MACS["c1"], dst="00:00:00:00:0f:0e") / IP(src=IPS["c1"], dst="10.0.0.78", ttl=64)
+               / UDP(sport=1, dport=2) / Raw(b"who is this, from OVS"))
+    got = o.deliver("c1", unkc, until=("b2",))
+    check(got.get("b2") == [unkc] and sum(len(v) for v in got.values()) == 1,
+          "unknown unicast from c1 (OVS) reaches b2 (Petrel, unknown) only, once", {k: len(v) for k, v in got.items()})
+
     # The VLAN localnet switch spanning A (Petrel) and C (OVS): tagged
     # on the underlay, no tunnel.
     l2c = raw(Ether(src=MACS["a2"], dst=MACS["c2"]) / IP(src=IPS["a2"], dst=IPS["c2"], ttl=64)
