@@ -16,7 +16,9 @@ use petrel_dataplane::config::{Cli, Plan};
 use petrel_dataplane::ctl::server::{serve, SocketOpts};
 use petrel_dataplane::drop::DropReason;
 use petrel_dataplane::mbuf::Mempool;
+use petrel_dataplane::featurectl::FeatureCtl;
 use petrel_dataplane::node::PetreldNode;
+use petrel_dataplane::pmd::features::{Features, FeaturesHandle, FeaturesShared};
 use petrel_dataplane::pmd::fwd::Engine;
 use petrel_dataplane::pmd::stats::{sum, Counters, PortCounters, SharedStats};
 use petrel_dataplane::pmd::{self, PmdSetup};
@@ -74,12 +76,17 @@ fn run() -> Result<()> {
     let mut shared = Vec::new();
     let mut handles = Vec::new();
     let mut links = Vec::new();
+    let mut features = Vec::new();
     for (pmd_idx, &core) in plan.pmd_cores.iter().enumerate() {
         let (queues, rx) = ports.pmd_queues(pmd_idx);
         let mut engine = Engine::new(&plan, &queues, &macs, Arc::clone(&pool), eal.tsc_hz(), Some(Arc::clone(&tables)))
             .map_err(anyhow::Error::msg)?;
         let stats = Arc::new(SharedStats::new(plan.ports.len()));
         engine.set_learn(stats.learn());
+        let fh: FeaturesHandle = Arc::new(arc_swap::ArcSwap::from_pointee(Features::default()));
+        let fs = Arc::new(FeaturesShared::default());
+        engine.set_features(Arc::clone(&fh), Arc::clone(&fs));
+        features.push((fh, fs));
         shared.push(Arc::clone(&stats));
         let (link, updates) = pmd::update_channel();
         links.push(link);
@@ -102,7 +109,8 @@ fn run() -> Result<()> {
                 shared.clone(),
                 Arc::clone(&tables),
                 eal.tsc_hz(),
-            );
+            )
+            .with_features(FeatureCtl::new(Arc::clone(&ports), features, eal.tsc_hz()));
             let opts = SocketOpts { group: plan.control_group.clone(), ..SocketOpts::default() };
             let h = serve(path, opts, Arc::new(node), Arc::clone(&stop_ctl))
                 .with_context(|| format!("control socket {}", path.display()))?;

@@ -224,6 +224,12 @@ pub enum Request {
         /// Port name.
         name: String,
     },
+    /// Port policers: set, clear, show, or petrel-ovn's sync.
+    Qos(super::features::QosRequest),
+    /// Local port mirrors: add, del, list.
+    Mirror(super::features::MirrorRequest),
+    /// Packet capture sessions: start, read, stop.
+    Capture(super::features::CaptureRequest),
 }
 
 /// Every request type name, for telling an unknown request from a bad one.
@@ -241,6 +247,9 @@ pub const REQUEST_TYPES: &[&str] = &[
     "learned",
     "add_port",
     "del_port",
+    "qos",
+    "mirror",
+    "capture",
 ];
 
 /// The client's side of the handshake.
@@ -301,6 +310,12 @@ pub enum Reply {
     Learned(Vec<LearnedMsg>),
     /// To [`Request::AddPort`] and [`Request::DelPort`].
     Port(PortInfo),
+    /// To [`Request::Qos`].
+    Qos(super::features::QosReply),
+    /// To [`Request::Mirror`].
+    Mirrors(super::features::MirrorReply),
+    /// To [`Request::Capture`].
+    Capture(super::features::CaptureReply),
 }
 
 /// A MAC learnt on a logical port (`put_fdb(inport, eth.src)`).
