@@ -70,6 +70,8 @@ pub struct Installer {
     /// when the compiler reused them).
     last_snap: Option<(Snapshot, Vec<Refusal>)>,
     stats: InstallStats,
+    /// OVN's port policers handed to petreld (`crate::qos`).
+    qos: crate::qos::QosSync,
 }
 
 const CLIENT_NAME: &str = concat!("petrel-ovn ", env!("CARGO_PKG_VERSION"));
@@ -92,6 +94,7 @@ impl Installer {
             last: None,
             last_snap: None,
             stats: InstallStats::default(),
+            qos: crate::qos::QosSync::default(),
         }
     }
 
@@ -110,6 +113,26 @@ impl Installer {
             last: None,
             last_snap: None,
             stats: InstallStats::default(),
+            qos: crate::qos::QosSync::default(),
+        }
+    }
+
+    /// Hands OVN's port policers to petreld if they changed (or petreld
+    /// restarted). Not part of "tables in force": a failure is retried at
+    /// the next install.
+    fn sync_qos(&mut self, replica: &Replica, view: &DpView) {
+        let Some(socket) = &self.socket else { return };
+        let want = crate::qos::ovn_port_qos(replica, &view.ports);
+        if self.client.is_none() {
+            if let Ok(c) = Client::connect_timeout(socket, CLIENT_NAME, TIMEOUT) {
+                self.client = Some(c);
+            }
+        }
+        if let Some(c) = self.client.as_mut() {
+            let instance = c.hello().instance.clone();
+            if self.qos.sync(c, &instance, want).is_err() {
+                self.client = None;
+            }
         }
     }
 
@@ -139,6 +162,7 @@ impl Installer {
                     .collect(),
             },
         };
+        self.sync_qos(replica, &view);
         let mut local = LocalPorts::default();
         for (idx, name, iface) in &view.ports {
             if let Some(i) = iface.as_deref().filter(|s| !s.is_empty()) {

@@ -23,7 +23,9 @@
 
 pub mod chassis;
 pub mod dataplane;
+pub mod features_cli;
 pub mod install;
 pub mod lflow;
 pub mod ovsdb;
+pub mod qos;
 pub mod sb;

@@ -120,7 +120,10 @@ impl CaptureRing {
             Dir::Rx => 0,
             Dir::Tx => 1u64 << 32,
         };
-        s[1].store(dir_bit | u64::try_from(frame.len()).unwrap_or(u64::from(u32::MAX)).min(u64::from(u32::MAX)), Relaxed);
+        s[1].store(
+            dir_bit | u64::try_from(frame.len()).unwrap_or(u64::from(u32::MAX)).min(u64::from(u32::MAX)),
+            Relaxed,
+        );
         s[2].store(u64::try_from(cap).unwrap_or(0), Relaxed);
         for (w, chunk) in s[HDR_WORDS..].iter().zip(frame[..cap].chunks(8)) {
             let mut x = [0u8; 8];

@@ -349,9 +349,9 @@ impl FeatureCtl {
                 let snaplen = rings.first().map_or(snaplen, |r| r.snaplen());
                 st.next_id += 1;
                 let id = st.next_id;
-                let ns0 = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
-                    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-                });
+                let ns0 = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
                 st.captures.insert(
                     id,
                     Session { port, direction, rings, snaplen, tsc0: rdtsc(), ns0, last_read: Instant::now() },

@@ -290,7 +290,10 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::call`].
-    pub fn capture(&mut self, r: super::features::CaptureRequest) -> Result<super::features::CaptureReply, ClientError> {
+    pub fn capture(
+        &mut self,
+        r: super::features::CaptureRequest,
+    ) -> Result<super::features::CaptureReply, ClientError> {
         match self.call(Request::Capture(r))? {
             Reply::Capture(r) => Ok(r),
             other => Err(unexpected(&other)),

@@ -1,0 +1,314 @@
+//! End-to-end tests of the per-port features on vhost-user ports, with
+//! `dpdk-testpmd` pods and petreld's control socket:
+//!
+//! - `burst_policing_capture_and_mirror_byte_exact`: a pod replays pcaps
+//!   through `petreld --xconnect a:b`; an ingress policer (bit/s) and an
+//!   egress policer (packet/s) pass exactly their bursts; a capture
+//!   session on `a` and `petrelctl capture` on `b` write what the ports
+//!   carried, and a local mirror of `a` onto a pcap port copies what `a`
+//!   received, all byte for byte.
+//! - `policer_accuracy_and_live_change`: benchmark-style, a flowgen pod
+//!   offers far more than the limit; the rate petreld delivers is measured
+//!   over windows for several rates and must be within ±2% of each; a rate
+//!   change under load shows at the new rate from 100 ms after the change.
+//!
+//! CPU placement as in tests/vhost.rs (petreld PMD on CPU 1, the pod's
+//! forwarding lcore on 0); the `vhost` test group in .config/nextest.toml
+//! runs these one at a time.
+#![cfg(feature = "dpdk")]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::pods::{testpmd, vhost_port, wait_for, workspace_bin, Proc, EAL};
+use common::{empty_pcap, read_pcap, write_pcap};
+use petrel_dataplane::ctl::features::{unhex, CaptureRequest, Direction, MirrorRequest, QosPortInfo, QosRequest};
+use petrel_dataplane::ctl::Client;
+use petrel_dataplane::qos::{PortQos, RateSpec, Unit};
+
+const PETRELD: &str = env!("CARGO_BIN_EXE_petreld");
+
+fn petreld(d: &Path, ctl: &Path, args: &[String]) -> Proc {
+    let mut cmd = Command::new(PETRELD);
+    cmd.args(["--eal-args", EAL, "--pmd-cores", "1", "--mbufs", "16383"])
+        .arg("--control-socket")
+        .arg(ctl)
+        .arg("--stats-file")
+        .arg(d.join("p.stats.json"))
+        .args(args);
+    Proc::spawn("petreld", cmd, d.join("p.petreld.log"))
+}
+
+/// Distinct frames of `len` bytes (a local experimental EtherType).
+fn frames(count: usize, len: usize, seed: u8) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let mut f: Vec<u8> = (0..len).map(|j| (j as u8).wrapping_mul(13) ^ (i as u8) ^ seed).collect();
+            f[..12].copy_from_slice(&[0x02, 0, 0, 0, seed, 1, 0x02, 0, 0, 0, seed, 2]);
+            f[12..14].copy_from_slice(&[0x88, 0xb5]);
+            f[14..16].copy_from_slice(&(i as u16).to_be_bytes());
+            f
+        })
+        .collect()
+}
+
+fn qos_of(c: &mut Client, port: &str) -> QosPortInfo {
+    c.qos(QosRequest::Show).unwrap().ports.into_iter().find(|p| p.port == port).unwrap()
+}
+
+fn set(c: &mut Client, port: &str, ingress: Option<RateSpec>, egress: Option<RateSpec>) {
+    c.qos(QosRequest::Set { port: port.into(), qos: PortQos { ingress, egress } }).unwrap();
+}
+
+#[test]
+fn burst_policing_capture_and_mirror_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, b, ctl_sock) = (d.join("a.sock"), d.join("b.sock"), d.join("petreld.sock"));
+    // a → b: 100 frames of 1000 bytes; b → a: 50 frames of 500 bytes.
+    let in_a = frames(100, 1000, 1);
+    let in_b = frames(50, 500, 2);
+    write_pcap(&d.join("inA.pcap"), &in_a);
+    write_pcap(&d.join("inB.pcap"), &in_b);
+    empty_pcap(&d.join("empty.pcap"));
+    let mirror_pcap = d.join("mirror.pcap");
+    let mut p = petreld(
+        d,
+        &ctl_sock,
+        &[
+            "--port".into(),
+            vhost_port("a", &a, "server"),
+            "--port".into(),
+            vhost_port("b", &b, "server"),
+            "--port".into(),
+            format!(
+                "m=dpdk,devargs=net_pcap9,rx_pcap={},tx_pcap={}",
+                d.join("empty.pcap").display(),
+                mirror_pcap.display()
+            ),
+            "--xconnect".into(),
+            "a:b".into(),
+        ],
+    );
+    wait_for("petreld's sockets", 20, || a.exists() && b.exists() && ctl_sock.exists());
+    let mut c = common::connect(&ctl_sock, "qos test");
+
+    // Ingress of a: 1 kbit/s with a burst of 80 000 bits = 10 frames of
+    // 1000 bytes; the rate adds less than a frame over the replay.
+    let bits = |rate, burst| Some(RateSpec { rate, burst: Some(burst), unit: Unit::Bits });
+    set(&mut c, "a", bits(1000, 80_000), None);
+    // Egress of a (what b sends it): 1 packet/s, burst 7 packets.
+    set(&mut c, "a", None, Some(RateSpec { rate: 1, burst: Some(7), unit: Unit::Packets }));
+    let q = qos_of(&mut c, "a");
+    assert_eq!(q.effective.ingress.unwrap().rate, 1000, "set merges per direction: {q:?}");
+    assert_eq!(q.effective.egress.unwrap().unit, Unit::Packets);
+    assert_eq!((q.ingress_pmds, q.egress_pmds), (1, 1));
+    // Errors are the operator's to see.
+    assert!(c.qos(QosRequest::Set { port: "nope".into(), qos: q.ctl }).is_err());
+    assert!(c.mirror(MirrorRequest::Add { src: "a".into(), dst: "a".into(), direction: Direction::Both }).is_err());
+
+    c.mirror(MirrorRequest::Add { src: "a".into(), dst: "m".into(), direction: Direction::Ingress }).unwrap();
+    let session =
+        c.capture(CaptureRequest::Start { port: "a".into(), direction: Direction::Both, snaplen: None }).unwrap();
+    let b_pcap = d.join("b.capture.pcap");
+    let mut cli = Proc::spawn(
+        "petrelctl capture",
+        {
+            let mut cmd = Command::new(workspace_bin("petrelctl"));
+            cmd.arg("--socket").arg(&ctl_sock).args(["capture", "b", "-c", "10", "--direction", "egress", "-w"]);
+            cmd.arg(&b_pcap);
+            cmd
+        },
+        d.join("petrelctl.log"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The pod: pcap → virtio a → petreld → virtio b → pcap, and back.
+    let vdevs = [
+        format!("net_pcap0,rx_pcap={},tx_pcap={}", d.join("inA.pcap").display(), d.join("outA.pcap").display()),
+        format!("net_virtio_user0,path={}", a.display()),
+        format!("net_virtio_user1,path={}", b.display()),
+        format!("net_pcap1,rx_pcap={},tx_pcap={}", d.join("inB.pcap").display(), d.join("outB.pcap").display()),
+    ];
+    let mut pod =
+        testpmd(d, "pod", &vdevs, &["--forward-mode=io", "--port-topology=paired", "--no-flush-rx", "--nb-cores=1"]);
+    // Drain the capture of a until both directions are in.
+    let mut rx = Vec::new();
+    let mut tx = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (rx.len() < in_a.len() || tx.len() < 7) && Instant::now() < deadline {
+        let r = c.capture(CaptureRequest::Read { id: session.id, max: 64, wait_ms: 200 }).unwrap();
+        for pkt in r.packets {
+            let data = unhex(&pkt.data).unwrap();
+            assert_eq!(pkt.orig_len as usize, data.len(), "frames fit the default snap length");
+            match pkt.dir {
+                petrel_dataplane::capture::Dir::Rx => rx.push(data),
+                petrel_dataplane::capture::Dir::Tx => tx.push(data),
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let last = c.capture(CaptureRequest::Read { id: session.id, max: 64, wait_ms: 0 }).unwrap();
+    assert!(last.packets.is_empty(), "nothing more than policed traffic allows: {:?}", last.packets.len());
+    assert_eq!(last.dropped, 0);
+    let stopped = c.capture(CaptureRequest::Stop { id: session.id }).unwrap();
+    assert!(!stopped.active);
+    assert!(c.capture(CaptureRequest::Read { id: session.id, max: 1, wait_ms: 0 }).is_err(), "session gone");
+
+    let (ok, pod_log) = pod.stop();
+    assert!(ok, "pod failed:\n{pod_log}");
+    let (ok, cli_log) = cli.stop();
+    let _ = ok;
+    assert!(cli_log.contains("10 packets captured on b"), "petrelctl capture:\n{cli_log}");
+
+    // Policers: exactly the bursts went through, the rest is counted.
+    let q = qos_of(&mut c, "a");
+    assert_eq!(q.ingress_policed, 90, "{q:?}");
+    assert_eq!(q.ingress_policed_bytes, 90 * 1000);
+    assert_eq!(q.egress_policed, 43, "{q:?}");
+    let drops = c.drops().unwrap();
+    let policed = drops.reasons.iter().find(|r| r.reason == "qos_policed").map_or(0, |r| r.count);
+    assert_eq!(policed, 90 + 43);
+    let mirrors = c.mirror(MirrorRequest::List).unwrap();
+    assert_eq!(mirrors.copies.get("a"), Some(&(100, 0)), "{mirrors:?}");
+
+    let out_b = read_pcap(&d.join("outB.pcap"));
+    let out_a = read_pcap(&d.join("outA.pcap"));
+    assert!(out_b == in_a[..10], "a→b: the first 10 frames, unchanged (got {})", out_b.len());
+    assert!(out_a == in_b[..7], "b→a: the first 7 frames, unchanged (got {})", out_a.len());
+    // Capture sees what a sent (before its policer) and what a was given.
+    assert!(rx == in_a, "capture of a, rx: {} frames", rx.len());
+    assert!(tx == in_b[..7], "capture of a, tx: {} frames", tx.len());
+    // petrelctl's pcap, read by an independent reader and by tshark.
+    assert!(read_pcap(&b_pcap) == in_a[..10], "petrelctl capture of b's egress");
+    common::require_tshark();
+    let t = Command::new("tshark").arg("-r").arg(&b_pcap).output().unwrap();
+    assert!(t.status.success(), "tshark -r: {}", String::from_utf8_lossy(&t.stderr));
+    assert_eq!(String::from_utf8_lossy(&t.stdout).lines().count(), 10);
+
+    // Clearing a policer is live; the port stays.
+    c.qos(QosRequest::Clear { port: "a".into(), direction: Direction::Both }).unwrap();
+    assert!(c.qos(QosRequest::Show).unwrap().ports.is_empty());
+    c.mirror(MirrorRequest::Del { src: "a".into(), dst: None }).unwrap();
+
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+    assert!(log.contains("mbufs in use after port close: 0"), "{log}");
+    // The mirror port got a copy of everything a received, in order.
+    let mirrored = read_pcap(&mirror_pcap);
+    assert!(mirrored == in_a, "mirror of a's ingress: {} frames", mirrored.len());
+}
+
+/// Bytes petreld handed to port `name`, and when.
+fn tx_bytes(c: &mut Client, name: &str) -> (u64, u64, Instant) {
+    let t0 = Instant::now();
+    let s = c.stats().unwrap();
+    let t1 = Instant::now();
+    let p = s.ports.into_iter().find(|p| p.name == name).unwrap();
+    (p.stats.tx_bytes, p.stats.tx_packets, t0 + (t1 - t0) / 2)
+}
+
+/// Delivered bit/s and packet/s to `name` over `window`.
+fn measure(c: &mut Client, name: &str, window: Duration) -> (f64, f64) {
+    let (b0, p0, t0) = tx_bytes(c, name);
+    std::thread::sleep(window);
+    let (b1, p1, t1) = tx_bytes(c, name);
+    let dt = (t1 - t0).as_secs_f64();
+    ((b1 - b0) as f64 * 8.0 / dt, (p1 - p0) as f64 / dt)
+}
+
+#[test]
+fn policer_accuracy_and_live_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, b, ctl_sock) = (d.join("a.sock"), d.join("b.sock"), d.join("petreld.sock"));
+    let mut p = petreld(
+        d,
+        &ctl_sock,
+        &[
+            "--port".into(),
+            vhost_port("a", &a, "server"),
+            "--port".into(),
+            vhost_port("b", &b, "server"),
+            "--xconnect".into(),
+            "a:b".into(),
+        ],
+    );
+    wait_for("petreld's sockets", 20, || a.exists() && b.exists() && ctl_sock.exists());
+    let vdevs = [format!("net_virtio_user0,path={}", a.display()), format!("net_virtio_user1,path={}", b.display())];
+    // 1500-byte frames as fast as the pod can, on both ports.
+    let mut pod = testpmd(d, "pod", &vdevs, &["--forward-mode=flowgen", "--txpkts=1500", "--nb-cores=1"]);
+    let mut c = common::connect(&ctl_sock, "qos accuracy");
+    wait_for("traffic a→b", 20, || tx_bytes(&mut c, "b").1 > 10_000);
+    let (max_bps, _) = measure(&mut c, "b", Duration::from_secs(2));
+    eprintln!("unpoliced a→b: {:.1} Mbit/s", max_bps / 1e6);
+    // A token bucket delivers rate × T, plus at most its burst (credit saved
+    // while the generator or the PMD was descheduled: this machine's two
+    // CPUs are shared), minus what a stall longer than the burst wastes.
+    // With the default burst (100 ms at the rate) and 10 s windows, as the
+    // issue specifies, both stay well inside ±2%. A window spoiled by a
+    // stall of more than the burst (the machine's load, not the policer) is
+    // measured again, once: a policer error would show in both.
+    let window = Duration::from_secs(10);
+    let spec = |rate: u64| Some(RateSpec { rate, burst: None, unit: Unit::Bits });
+    let top = [1_000_000_000u64, 500_000_000, 150_000_000].into_iter().find(|r| (*r as f64) * 2.0 < max_bps);
+    let Some(top) = top else {
+        panic!("the pod offers only {:.0} Mbit/s, below 2 × 150 Mbit/s:\n{}", max_bps / 1e6, p.log());
+    };
+    let mut report = Vec::new();
+    let mut check = |c: &mut Client, what: String, want: u64, pps: bool| {
+        let mut errs = Vec::new();
+        for _ in 0..2 {
+            let (bps, p) = measure(c, "b", window);
+            let got = if pps { p } else { bps };
+            let err = (got - want as f64) / want as f64;
+            report.push(format!("{what}: delivered {got:.1} ({:+.3}%)", err * 100.0));
+            eprintln!("{}", report.last().unwrap());
+            errs.push(err);
+            if err.abs() < 0.02 {
+                return;
+            }
+        }
+        panic!("{what}: off by {errs:?} in two windows:\n{}", report.join("\n"));
+    };
+    for rate in [1_000_000u64, 50_000_000, top] {
+        set(&mut c, "a", spec(rate), None);
+        // Past the initial burst.
+        std::thread::sleep(Duration::from_millis(300));
+        check(&mut c, format!("{rate} bit/s"), rate, false);
+    }
+    // Packets per second (1500-byte frames: 60 Mbit/s).
+    set(&mut c, "a", Some(RateSpec { rate: 5_000, burst: None, unit: Unit::Packets }), None);
+    std::thread::sleep(Duration::from_millis(300));
+    check(&mut c, "5000 pkt/s".into(), 5_000, true);
+
+    // A live change under load, down then up: from 100 ms after the change
+    // the new rate is delivered.
+    let (hi, lo) = (50_000_000u64, 10_000_000u64);
+    set(&mut c, "a", spec(hi), None);
+    std::thread::sleep(Duration::from_millis(500));
+    set(&mut c, "a", spec(lo), None);
+    std::thread::sleep(Duration::from_millis(100));
+    check(&mut c, format!("change {hi} -> {lo}, from +100 ms"), lo, false);
+    set(&mut c, "a", spec(hi), None);
+    std::thread::sleep(Duration::from_millis(100));
+    check(&mut c, format!("change {lo} -> {hi}, from +100 ms"), hi, false);
+    // Cleared: back to the port's maximum.
+    c.qos(QosRequest::Clear { port: "a".into(), direction: Direction::Both }).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (bps, _) = measure(&mut c, "b", Duration::from_secs(2));
+    eprintln!("cleared: {:.1} Mbit/s", bps / 1e6);
+    assert!(bps > 2.0 * hi as f64, "cleared policer still limits: {bps:.0}");
+
+    let (ok, pod_log) = pod.stop();
+    assert!(ok, "pod failed:\n{pod_log}");
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+    assert!(log.contains("drop qos_policed"), "{log}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("p.stats.json")).unwrap()).unwrap();
+    assert_eq!(s["vhost"]["a"]["connects"], 1, "no port flap: {s}");
+}
