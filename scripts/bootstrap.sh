@@ -17,10 +17,13 @@ fi
 # Debian packages, by what each is for:
 #   build:  libdpdk-dev (DPDK 22.11 headers + pkg-config), libclang-dev + clang (bindgen), pkg-config
 #   run:    dpdk (PMD drivers), dpdk-dev (dpdk-testpmd: pod app and generator)
-#   tests:  python3-scapy (fixtures), tshark (dissection checks), iproute2 (netns, veth)
-#   OVN:    ovn-central (ovsdb-server, ovn-northd, ovn-nbctl/-sbctl), ovn-host (ovn-controller, ovn-trace)
+#   tests:  python3-scapy (fixtures), tshark (dissection checks), iproute2 (netns, veth), iputils-ping (underlay)
+#   OVN:    ovn-central (ovsdb-server, ovn-northd, ovn-nbctl/-sbctl), ovn-host (ovn-controller, ovn-trace),
+#           openvswitch-switch (the OVS chassis of scripts/overlay-test.sh)
+#   CNI:    containernetworking-plugins (host-local IPAM for petrel-cni), python3-venv
+#           (kubernetes-validate, below, checks deploy/)
 PKGS=(libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config python3-scapy tshark iproute2
-      ovn-central ovn-host procps)
+      ovn-central ovn-host openvswitch-switch procps iputils-ping containernetworking-plugins python3-venv)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -55,5 +58,14 @@ fi
 if ! command -v cargo-nextest >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest >/dev/null
+fi
+# kubernetes-validate (PyPI; bundles the Kubernetes schemas, so it runs
+# offline) for scripts/cni/check-deploy.sh, in its own venv.
+KV_VENV=${KV_VENV:-/opt/petrel-kv}
+if [[ ! -x $KV_VENV/bin/kubernetes-validate ]]; then
+    log "installing kubernetes-validate in $KV_VENV"
+    rm -rf "$KV_VENV"
+    /usr/bin/python3 -m venv "$KV_VENV"
+    "$KV_VENV/bin/pip" install -q 'kubernetes-validate==1.37.0' >/dev/null
 fi
 log "ready: $(grep HugePages_Free /proc/meminfo | tr -s ' '), DPDK $(pkg-config --modversion libdpdk)"

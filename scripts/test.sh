@@ -4,7 +4,8 @@
 # then builds and runs every test under cargo-nextest (one process per test,
 # because DPDK's EAL initialises once per process), and finally runs the
 # OVN scenarios of tests/ovn-scenarios through petreld + petrel-ovn against
-# ovn-trace (scripts/ovn-diff.sh).
+# ovn-trace (scripts/ovn-diff.sh) and the multi-node Geneve overlay
+# (scripts/overlay-test.sh).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +24,6 @@ cargo nextest run --workspace --no-fail-fast "$@" || rc=$?
 echo "== ovn-diff: tests/ovn-scenarios, packet by packet against ovn-trace"
 cargo build --quiet --bins -p petrel-dataplane -p petrel-control
 scripts/ovn-diff.sh tests/ovn-scenarios || rc=$?
+echo "== overlay: Petrel chassis over Geneve under one OVN Southbound"
+scripts/overlay-test.sh || rc=$?
 exit "$rc"

@@ -57,6 +57,14 @@ pub struct Cli {
     /// on the uplink from `remote` with that VNI are decapsulated and enter as from NAME.
     #[arg(long, value_name = "SPEC")]
     pub geneve: Vec<String>,
+    /// The node's tunnel endpoint on a DPDK port: `PORT=IP/PREFIX[,gw=IP][,mtu=N]`.
+    /// Geneve to OVN's remote chassis leaves there (next hop resolved by ARP);
+    /// ARP requests and pings for IP are answered.
+    #[arg(long, value_name = "SPEC")]
+    pub uplink: Vec<String>,
+    /// A static neighbour (overrides ARP): `IP=MAC`.
+    #[arg(long, value_name = "IP=MAC")]
+    pub neighbor: Vec<String>,
     /// Mbufs in the packet pool (default 16383).
     #[arg(long, value_name = "N")]
     pub mbufs: Option<u32>,
@@ -77,6 +85,11 @@ pub struct Cli {
     /// Group that owns the control socket (name or gid), so non-root tools in it can connect.
     #[arg(long, value_name = "GROUP")]
     pub control_group: Option<String>,
+    /// Where ports added at runtime (`petrelctl add-port`) are remembered, so a
+    /// restarted petreld adds them back (default: `<control socket>.ports.json`;
+    /// `none`: forget them).
+    #[arg(long, value_name = "FILE")]
+    pub ports_file: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -99,6 +112,12 @@ pub struct FileConfig {
     /// Geneve tunnel ports.
     #[serde(default)]
     pub geneve: Vec<FileGeneve>,
+    /// As `--uplink`, each `PORT=IP/PREFIX[,gw=IP][,mtu=N]`.
+    #[serde(default)]
+    pub uplink: Vec<String>,
+    /// As `--neighbor`, each `IP=MAC`.
+    #[serde(default)]
+    pub neighbor: Vec<String>,
     /// As `--mbufs`.
     pub mbufs: Option<u32>,
     /// As `--tx-drain-us`.
@@ -288,6 +307,12 @@ pub struct Plan {
     pub control_socket: Option<PathBuf>,
     /// Control socket group.
     pub control_group: Option<String>,
+    /// Where runtime ports are remembered.
+    pub ports_file: Option<PathBuf>,
+    /// Tunnel endpoints: (port index, spec).
+    pub uplinks: Vec<(usize, crate::underlay::UplinkSpec)>,
+    /// Static neighbours.
+    pub neighbors: Vec<(std::net::Ipv4Addr, [u8; 6])>,
 }
 
 impl Plan {
@@ -488,15 +513,29 @@ impl Cli {
             None => Some(PathBuf::from(crate::ctl::server::DEFAULT_SOCKET)),
         };
         let control_group = self.control_group.or(file.control_group.take());
+        let mut uplinks = std::mem::take(&mut file.uplink);
+        uplinks.extend(self.uplink);
+        let mut neighbors = std::mem::take(&mut file.neighbor);
+        neighbors.extend(self.neighbor);
         let eal = self.eal_args.or(file.eal_args.take()).unwrap_or_default();
         let pmd_cores = parse_cpu_list(&self.pmd_cores.or(file.pmd_cores.take()).unwrap_or_else(|| "1".to_owned()))?;
         let mut plan =
             build_plan(file, &eal, pmd_cores, self.mbufs, self.tx_drain_us, self.stats_interval, self.exit_when_idle)?;
+        underlay(&mut plan, &uplinks, &neighbors)?;
         if plan.ports.is_empty() && control_socket.is_none() {
             bail!(
                 "no ports: give at least one --port, or a control socket to add them at runtime (petrelctl add-port)"
             );
         }
+        plan.ports_file = match self.ports_file.as_deref() {
+            Some("none") => None,
+            Some(f) => Some(PathBuf::from(f)),
+            None => control_socket.as_ref().map(|s| {
+                let mut p = s.clone().into_os_string();
+                p.push(".ports.json");
+                PathBuf::from(p)
+            }),
+        };
         plan.control_socket = control_socket;
         plan.control_group = control_group;
         Ok(plan)
@@ -671,7 +710,40 @@ fn build_plan(
         exit_when_idle_ms,
         control_socket: None,
         control_group: None,
+        ports_file: None,
+        uplinks: Vec::new(),
+        neighbors: Vec::new(),
     })
+}
+
+/// Resolves `--uplink` and `--neighbor` against the plan's ports.
+fn underlay(plan: &mut Plan, uplinks: &[String], neighbors: &[String]) -> Result<()> {
+    for u in uplinks {
+        let spec = crate::underlay::parse_uplink(u).map_err(|e| anyhow!(e))?;
+        let i = plan
+            .ports
+            .iter()
+            .position(|p| p.name == spec.port && matches!(p.kind, PortKind::Dpdk { .. }))
+            .ok_or_else(|| anyhow!("--uplink {u:?}: {:?} is not a dpdk port", spec.port))?;
+        if plan.ports[i].role != Role::None {
+            bail!("--uplink {u:?}: port {:?} is cross-connected or bridged", spec.port);
+        }
+        if plan.uplinks.iter().any(|(j, s)| *j == i || s.ip == spec.ip) {
+            bail!("--uplink {u:?}: one tunnel IP per uplink, each IP once");
+        }
+        for p in &plan.ports {
+            if let PortKind::Geneve(g) = &p.kind {
+                if g.uplink == i && g.local == std::net::IpAddr::V4(spec.ip) {
+                    bail!("--uplink {u:?}: static tunnel {:?} uses the same local IP", p.name);
+                }
+            }
+        }
+        plan.uplinks.push((i, spec));
+    }
+    for n in neighbors {
+        plan.neighbors.push(crate::underlay::parse_neighbor(n).map_err(|e| anyhow!(e))?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

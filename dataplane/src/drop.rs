@@ -129,6 +129,14 @@ drop_reasons! {
     Hairpin => "hairpin",
     /// A copy for flooding could not be made: the mbuf pool was empty.
     NoMbuf => "no_mbuf",
+    /// ARP to the node's tunnel IP (learnt) or other traffic for it that is not Geneve, ping or ARP: consumed.
+    UnderlayConsumed => "underlay_consumed",
+    /// No uplink reaches the remote chassis (no connected subnet, no gateway; or an IPv6 tunnel endpoint).
+    TunnelNoRoute => "tunnel_no_route",
+    /// The tunnel next hop's MAC is not known yet (an ARP request was sent).
+    TunnelNeighUnresolved => "tunnel_neigh_unresolved",
+    /// The frame does not fit the uplink's MTU once encapsulated.
+    TunnelMtuExceeded => "tunnel_mtu_exceeded",
 
     // ---- table runtime (table::exec) ----
     /// The packet reached a construct the tables cannot run (refused by the compiler, never approximated).

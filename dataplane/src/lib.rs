@@ -44,3 +44,5 @@ pub mod pmd;
 pub mod port;
 #[cfg(feature = "dpdk")]
 pub mod portset;
+#[cfg(feature = "dpdk")]
+pub mod underlay;

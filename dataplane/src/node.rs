@@ -272,7 +272,9 @@ impl PetreldNode {
                     }
                     crate::table::Binding::Local { port, vlan: Some(_) } => (*port, None),
                     crate::table::Binding::Localnet { uplink, .. } => (*uplink, None),
-                    crate::table::Binding::Remote { .. } | crate::table::Binding::Refused => continue,
+                    crate::table::Binding::Remote { .. }
+                    | crate::table::Binding::ViaLocalnet { .. }
+                    | crate::table::Binding::Refused => continue,
                 };
                 check(usize::from(slot), logical, &|| format!("datapath {}: logical port {lp}", dp.key))?;
             }

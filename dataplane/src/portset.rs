@@ -36,6 +36,13 @@ use crate::pmd::{PmdLink, PortUpdate, MAX_PORTS};
 use crate::port::vhost::VhostQueue;
 use crate::port::{EthPort, PortConf, QueueHandle};
 
+/// The file runtime ports are remembered in.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct PortsFile {
+    /// `--port` specs, in the order they were added.
+    ports: Vec<String>,
+}
+
 /// How long a PMD may take to apply a port change.
 const PMD_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,8 +53,8 @@ pub struct PortEntry {
     pub spec: PlanPort,
     /// The vhost-user port, for its connection state and counters.
     pub vhost: Option<Arc<VhostPort>>,
-    /// Added at runtime (not in the configuration).
-    pub runtime: bool,
+    /// Added at runtime (not in the configuration): the spec it was added with.
+    pub runtime: Option<String>,
 }
 
 /// What backs a slot.
@@ -72,6 +79,8 @@ struct Inner {
 pub struct PortSet {
     entries: RwLock<Vec<Option<PortEntry>>>,
     inner: Mutex<Inner>,
+    /// Where runtime ports are remembered across restarts.
+    persist: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for PortSet {
@@ -102,9 +111,45 @@ impl PortSet {
         for p in &plan.ports {
             let (dev, vhost) = inner.open_device(p)?;
             inner.devices.push(Some(dev));
-            entries.push(Some(PortEntry { spec: p.clone(), vhost, runtime: false }));
+            entries.push(Some(PortEntry { spec: p.clone(), vhost, runtime: None }));
         }
-        Ok(PortSet { entries: RwLock::new(entries), inner: Mutex::new(inner) })
+        Ok(PortSet { entries: RwLock::new(entries), inner: Mutex::new(inner), persist: Mutex::new(None) })
+    }
+
+    /// Remembers runtime ports in `path` (rewritten after every add and
+    /// remove) and adds back those it lists now, as a restarted petreld must
+    /// (a pod's port survives a petreld restart). Returns what was restored
+    /// and what failed (the failures are forgotten).
+    pub fn restore(&self, path: &std::path::Path) -> (Vec<String>, Vec<(String, String)>) {
+        let specs: Vec<String> = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PortsFile>(&b).ok())
+            .map(|f| f.ports)
+            .unwrap_or_default();
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        for s in specs {
+            match self.add(&s) {
+                Ok(_) => ok.push(s),
+                Err(e) => failed.push((s, format!("{e:#}"))),
+            }
+        }
+        // Only now: a crash while restoring must not forget the rest.
+        if let Ok(mut p) = self.persist.lock() {
+            *p = Some(path.to_owned());
+        }
+        self.save();
+        (ok, failed)
+    }
+
+    /// Writes the runtime ports' specs (write to a temporary file, rename).
+    fn save(&self) {
+        let Some(path) = self.persist.lock().ok().and_then(|p| p.clone()) else { return };
+        let ports = self.entries().into_iter().flatten().filter_map(|e| e.runtime).collect();
+        let Ok(text) = serde_json::to_vec_pretty(&PortsFile { ports }) else { return };
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+            eprintln!("petreld: cannot write {}: runtime ports will not survive a restart", path.display());
+        }
     }
 
     /// PMD `pmd`'s handles: its tx side of every slot (`None` for tunnel
@@ -173,7 +218,15 @@ impl PortSet {
     /// A bad spec, a name in use, no free slot, a device that does not open,
     /// a PMD that does not answer.
     pub fn add(&self, spec: &str) -> Result<(usize, PortEntry)> {
-        let spec = plan_port(&parse_port_spec(spec)?)?;
+        let r = self.add_(spec);
+        if r.is_ok() {
+            self.save();
+        }
+        r
+    }
+
+    fn add_(&self, text: &str) -> Result<(usize, PortEntry)> {
+        let spec = plan_port(&parse_port_spec(text)?)?;
         let mut inner = self.inner.lock().map_err(|_| anyhow!("port set poisoned"))?;
         let slot = {
             let e = self.entries.read().map_err(|_| anyhow!("port set poisoned"))?;
@@ -212,7 +265,7 @@ impl PortSet {
             inner.close(slot, &spec.name);
             bail!("adding port {:?}: {e}", spec.name);
         }
-        let entry = PortEntry { spec, vhost, runtime: true };
+        let entry = PortEntry { spec, vhost, runtime: Some(text.to_owned()) };
         let mut e = self.entries.write().map_err(|_| anyhow!("port set poisoned"))?;
         if e.len() <= slot {
             e.resize_with(slot + 1, || None);
@@ -261,6 +314,8 @@ impl PortSet {
             e[slot] = None;
         }
         inner.close(slot, name);
+        drop(inner);
+        self.save();
         Ok((slot, entry))
     }
 

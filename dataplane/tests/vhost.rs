@@ -593,3 +593,67 @@ fn ports_added_and_removed_at_runtime_under_traffic() {
     assert_eq!(n(&s, &["mbufs_leaked"]), 0);
     assert!(n(&s, &["ports", "c2", "rx_packets"]) == 0, "c2 starts from zero: {s}");
 }
+
+/// Ports added at runtime survive a petreld restart (the pain of vhost
+/// ports lost on restart): petreld remembers them in its ports file and
+/// adds them back at start, in their slots; a removed port stays removed;
+/// an entry that no longer opens is reported and forgotten.
+#[test]
+fn runtime_ports_survive_a_petreld_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ctl_sock = d.join("petreld.sock");
+    let start = |tag: &str| {
+        let mut cmd = Command::new(PETRELD);
+        cmd.args(["--eal-args", EAL, "--pmd-cores", "1"]).arg("--control-socket").arg(&ctl_sock);
+        let p = Proc::spawn("petreld", cmd, d.join(format!("{tag}.petreld.log")));
+        wait_for("petreld's control socket", 20, || {
+            ctl_sock.exists() && petrel_dataplane::ctl::Client::connect(&ctl_sock, "t").is_ok()
+        });
+        p
+    };
+    let names = |ctl: &mut petrel_dataplane::ctl::Client| -> Vec<(u16, String)> {
+        ctl.show().unwrap().ports.into_iter().map(|p| (p.index, p.name)).collect()
+    };
+    let mut p = start("1");
+    let mut ctl = common::connect(&ctl_sock, "vhost test");
+    let (x, y) = (d.join("x.sock"), d.join("y.sock"));
+    ctl.add_port(&vhost_port("x", &x, "server", ",iface-id=lx")).unwrap();
+    ctl.add_port(&vhost_port("y", &y, "client", "")).unwrap();
+    ctl.add_port("n=dpdk,devargs=net_null5").unwrap();
+    ctl.del_port("y").unwrap();
+    let before = names(&mut ctl);
+    assert_eq!(before, [(0, "x".to_owned()), (2, "n".to_owned())]);
+    let (ok, log) = p.stop();
+    assert!(ok, "{log}");
+    assert!(!x.exists(), "petreld removes its server sockets at exit");
+
+    let mut p = start("2");
+    let mut ctl = common::connect(&ctl_sock, "vhost test");
+    let after = names(&mut ctl);
+    // Restored in the order they were added: slots may close up, names and
+    // specs are what count.
+    assert_eq!(after.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["x", "n"], "{}", p.log());
+    let show = ctl.show().unwrap();
+    assert_eq!(show.ports[0].iface_id.as_deref(), Some("lx"));
+    assert!(x.exists(), "x's socket is back");
+    assert!(p.log().contains("2 runtime port(s) restored"), "{}", p.log());
+    let (ok, log) = p.stop();
+    assert!(ok, "{log}");
+
+    // An entry that cannot be added back is reported and dropped.
+    let file = d.join("petreld.sock.ports.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut specs: Vec<String> = serde_json::from_value(v["ports"].clone()).unwrap();
+    specs.push("bad=dpdk,devargs=net_nosuchdriver0".to_owned());
+    std::fs::write(&file, serde_json::json!({ "ports": specs }).to_string()).unwrap();
+    let mut p = start("3");
+    let mut ctl = common::connect(&ctl_sock, "vhost test");
+    assert_eq!(names(&mut ctl).len(), 2);
+    assert!(p.log().contains("could not restore port \"bad="), "{}", p.log());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("bad="), "{text}");
+    let (ok, log) = p.stop();
+    assert!(ok, "{log}");
+}

@@ -780,10 +780,12 @@ impl Compiler {
                 ..NameState::default()
             };
             let localnet: Option<&PortBinding> = ports.iter().copied().find(|p| p.r#type == "localnet");
+            // Remote ports of a switch with a localnet port bridged here are
+            // reached through it (physical.c), not by tunnel.
             let localnet_binding = localnet.and_then(|ln| {
                 let net = ln.options.get("network_name")?;
-                let uplink = *local.networks.get(net)?;
-                Some(Binding::Localnet { uplink, vlan: ln.tag.and_then(|t| u16::try_from(t).ok()) })
+                local.networks.get(net)?;
+                Some(Binding::ViaLocalnet { localnet: key32(ln.tunnel_key) })
             });
             let mut in_ps = Vec::new();
             let mut in_ps_nd = Vec::new();

@@ -263,6 +263,45 @@ pub fn geneve_encap<B: PacketBuf + ?Sized>(
     Ok(())
 }
 
+/// [`geneve_encap`] with the VNI given per packet instead of the tunnel's
+/// (OVN: one tunnel per remote chassis, the VNI is the datapath key).
+///
+/// # Errors
+/// As [`geneve_encap`], and [`DropReason::GeneveBadPortKey`] for a VNI
+/// above 24 bits.
+#[inline]
+pub fn geneve_encap_vni<B: PacketBuf + ?Sized>(
+    buf: &mut B,
+    tun: &GeneveTunnel,
+    vni: u32,
+    ingress_key: u16,
+    egress_key: u16,
+    inner_hash: u32,
+    caps: &ChecksumCaps,
+) -> Result<(), DropReason> {
+    if vni > geneve::MAX_VNI {
+        return Err(DropReason::GeneveBadPortKey);
+    }
+    geneve_encap(buf, tun, ingress_key, egress_key, inner_hash, caps)?;
+    let ip_len = if tun.outer_len == OUTER_LEN_V4 { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
+    let at = ethernet::HEADER_LEN + ip_len + udp::HEADER_LEN + 4;
+    let d = buf.data_mut();
+    d[at..at + 3].copy_from_slice(&vni.to_be_bytes()[1..]);
+    if tun.outer_len == OUTER_LEN_V6 && !caps.udp.tx {
+        // The VNI is covered by the IPv6 UDP checksum: recompute it.
+        let l4 = ethernet::HEADER_LEN + ip_len;
+        d[l4 + 6..l4 + 8].fill(0);
+        let udp_len = u16::from_be_bytes([d[l4 + 4], d[l4 + 5]]);
+        let ph = checksum::combine(&[tun.partial_sum, udp_len]);
+        let c = match !checksum::combine(&[ph, checksum::data(&d[l4..])]) {
+            0 => 0xffff,
+            c => c,
+        };
+        d[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
 /// What a Geneve packet said about the inner frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GeneveMeta {

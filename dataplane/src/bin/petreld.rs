@@ -26,6 +26,7 @@ use petrel_dataplane::port::eal::Eal;
 use petrel_dataplane::port::EthStats;
 use petrel_dataplane::portset::{PortEntry, PortSet};
 use petrel_dataplane::table::new_tables;
+use petrel_dataplane::underlay::{NeighRing, NeighTable};
 use petrel_vhost_user::Port as VhostPort;
 
 /// Extra CLI flags of the binary only.
@@ -73,6 +74,10 @@ fn run() -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
 
     let macs = ports.macs();
+    // The underlay's neighbour table: PMDs read it and report ARP for our
+    // tunnel IPs through their rings; this thread folds those in below.
+    let mut neigh = NeighTable::new(&plan.neighbors);
+    let mut neigh_rings: Vec<(Arc<NeighRing>, u64)> = Vec::new();
     let mut shared = Vec::new();
     let mut handles = Vec::new();
     let mut links = Vec::new();
@@ -87,6 +92,9 @@ fn run() -> Result<()> {
         let fs = Arc::new(FeaturesShared::default());
         engine.set_features(Arc::clone(&fh), Arc::clone(&fs));
         features.push((fh, fs));
+        let ring = Arc::new(NeighRing::default());
+        engine.set_underlay(neigh.published(), Arc::clone(&ring));
+        neigh_rings.push((ring, 0));
         shared.push(Arc::clone(&stats));
         let (link, updates) = pmd::update_channel();
         links.push(link);
@@ -100,6 +108,15 @@ fn run() -> Result<()> {
         );
     }
     ports.set_links(links);
+    if let Some(f) = &plan.ports_file {
+        let (ok, failed) = ports.restore(f);
+        if !ok.is_empty() {
+            eprintln!("petreld: {} runtime port(s) restored from {}", ok.len(), f.display());
+        }
+        for (spec, e) in failed {
+            eprintln!("petreld: could not restore port {spec:?} from {}: {e}", f.display());
+        }
+    }
     let stop_ctl = Arc::new(AtomicBool::new(false));
     let ctl = match &plan.control_socket {
         Some(path) => {
@@ -132,8 +149,16 @@ fn run() -> Result<()> {
     let mut last_total = Counters::new(0);
     let mut last_rx = 0;
     let mut last_rx_change = Instant::now();
+    let mut seen = Vec::new();
     while !term.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
+        if !plan.uplinks.is_empty() {
+            seen.clear();
+            for (ring, cursor) in &mut neigh_rings {
+                *cursor = ring.read_since(*cursor, &mut seen);
+            }
+            neigh.update(&seen, Instant::now());
+        }
         if handles.iter().any(std::thread::JoinHandle::is_finished) {
             break; // a PMD failed; the join below reports it
         }

@@ -817,6 +817,11 @@ pub enum BindingMsg {
         #[serde(default)]
         vlan: Option<u16>,
     },
+    /// [`Binding::ViaLocalnet`].
+    ViaLocalnet {
+        /// Logical port key of the localnet port.
+        localnet: u32,
+    },
     /// [`Binding::Refused`].
     Refused,
 }
@@ -1321,6 +1326,7 @@ impl From<Binding> for BindingMsg {
             Binding::Local { port, vlan } => BindingMsg::Local { port, vlan },
             Binding::Remote { chassis } => BindingMsg::Remote { chassis },
             Binding::Localnet { uplink, vlan } => BindingMsg::Localnet { uplink, vlan },
+            Binding::ViaLocalnet { localnet } => BindingMsg::ViaLocalnet { localnet },
             Binding::Refused => BindingMsg::Refused,
         }
     }
@@ -1332,6 +1338,7 @@ impl From<BindingMsg> for Binding {
             BindingMsg::Local { port, vlan } => Binding::Local { port, vlan },
             BindingMsg::Remote { chassis } => Binding::Remote { chassis },
             BindingMsg::Localnet { uplink, vlan } => Binding::Localnet { uplink, vlan },
+            BindingMsg::ViaLocalnet { localnet } => Binding::ViaLocalnet { localnet },
             BindingMsg::Refused => Binding::Refused,
         }
     }

@@ -280,6 +280,7 @@ fn fmt_binding(b: &Binding, snap: &Snapshot) -> String {
             format!("chassis {chassis} ({})", c.map_or("?".to_owned(), |c| format!("{} {}", c.name, c.ip)))
         }
         Binding::Localnet { uplink, vlan: v } => format!("localnet uplink {uplink}{}", vlan(v)),
+        Binding::ViaLocalnet { localnet } => format!("remote, through localnet port {localnet}"),
         Binding::Refused => "refused (not supported here)".into(),
     }
 }

@@ -18,7 +18,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::action::generate::{generate, GenPacket};
-use crate::action::geneve::{geneve_decap, geneve_encap, verify_outer_checksums, GeneveTunnel, GeneveTunnelConfig};
+use crate::action::geneve::{
+    geneve_decap, geneve_encap, geneve_encap_vni, verify_outer_checksums, GeneveMeta, GeneveTunnel, GeneveTunnelConfig,
+    OUTER_LEN_V4,
+};
 use crate::action::vlan::{vlan_pop, vlan_push};
 use crate::buf::PacketBuf;
 use crate::config::{Plan, PortKind, Role};
@@ -29,8 +32,9 @@ use crate::mbuf::{Burst, Mbuf, Mempool, BURST};
 use crate::port::QueueHandle;
 use crate::table::cache::{FlowCache, Verdict};
 use crate::table::commit::commit;
-use crate::table::exec::{run_from_port, NoTrace, Outcome, Target};
+use crate::table::exec::{run_from_port, run_from_tunnel, NoTrace, Outcome, Target};
 use crate::table::{Snapshot, Tables};
+use crate::underlay::{self, Local, NeighMap, NeighRing, Neighbors, Uplink};
 use crate::wire::ChecksumCaps;
 
 use super::mactable::MacTable;
@@ -67,6 +71,26 @@ struct RtPort {
     local_ips: [Option<[u8; 16]>; 4],
     /// Tunnels on this uplink: (remote IP, VNI, tunnel port index).
     n_tunnels: usize,
+    /// This port is an OVN tunnel uplink: index into `Engine::uplinks`.
+    uplink: Option<usize>,
+}
+
+/// Most remote chassis whose tunnel a PMD keeps ready (more work, uncached).
+const MAX_CACHED_CHASSIS: usize = 1024;
+
+/// A PMD's ready-made tunnel to one remote chassis.
+#[derive(Debug)]
+struct TunSlot {
+    /// `Engine::tun_epoch` it was built for.
+    epoch: u64,
+    /// Index into `Engine::uplinks`, or `usize::MAX` without a route.
+    uplink: usize,
+    /// Next hop (host order).
+    nexthop: u32,
+    /// `None` until the next hop's MAC is known.
+    tun: Option<GeneveTunnel>,
+    /// TSC of the last ARP request for the next hop.
+    last_arp: u64,
 }
 
 #[derive(Debug)]
@@ -103,6 +127,22 @@ pub struct Engine {
     learn: Arc<super::learn::LearnRing>,
     /// Policers, mirrors and capture (`ext.rs`).
     ext: ext::Ext,
+    /// OVN tunnel uplinks (the node's tunnel IPs).
+    uplinks: Vec<Uplink>,
+    /// The neighbour table (published by the main thread) and this PMD's copy.
+    neighbors: Option<arc_swap::Cache<Neighbors, Arc<NeighMap>>>,
+    neigh: Arc<NeighMap>,
+    /// Where ARP for our tunnel IPs is reported.
+    neigh_ring: Arc<NeighRing>,
+    /// Remote chassis IPs of the current snapshot (host order IPv4; 0 for
+    /// IPv6), refreshed with it.
+    chassis_ips: Vec<u32>,
+    /// Tunnels by chassis index; valid while their epoch is `tun_epoch`,
+    /// which changes with the snapshot and the neighbour table.
+    tun_cache: Vec<TunSlot>,
+    tun_epoch: u64,
+    /// ARP retry interval in TSC ticks.
+    arp_retry_ticks: u64,
 }
 
 /// Flow cache entries per PMD (OVS's EMC size).
@@ -165,7 +205,13 @@ impl Engine {
                 raw_xconnect: None,
                 local_ips: [None; 4],
                 n_tunnels: 0,
+                uplink: None,
             });
+        }
+        let mut uplinks = Vec::new();
+        for (i, spec) in &plan.uplinks {
+            ports[*i].uplink = Some(uplinks.len());
+            uplinks.push(Uplink::new(spec, *i, macs.get(*i).copied().unwrap_or_default()));
         }
         for p in &plan.ports {
             if let PortKind::Geneve(g) = &p.kind {
@@ -227,7 +273,22 @@ impl Engine {
             outcome: Outcome::default(),
             learn: Arc::default(),
             ext: ext::Ext::new(),
+            uplinks,
+            neighbors: None,
+            neigh: Arc::default(),
+            neigh_ring: Arc::default(),
+            chassis_ips: Vec::with_capacity(MAX_CACHED_CHASSIS),
+            tun_cache: Vec::with_capacity(MAX_CACHED_CHASSIS),
+            tun_epoch: 1,
+            arp_retry_ticks: tsc_hz / 1000 * underlay::ARP_RETRY_MS,
         })
+    }
+
+    /// Reads next-hop MACs from this table and reports ARP for our tunnel
+    /// IPs to this ring (both shared with the main thread).
+    pub fn set_underlay(&mut self, neighbors: Neighbors, ring: Arc<NeighRing>) {
+        self.neighbors = Some(arc_swap::Cache::new(neighbors));
+        self.neigh_ring = ring;
     }
 
     /// Starts sending to port slot `index` (a port added at runtime): a
@@ -255,12 +316,20 @@ impl Engine {
                 raw_xconnect: None,
                 local_ips: [None; 4],
                 n_tunnels: 0,
+                uplink: None,
             });
             self.tx.push(TxPort { q: None, pending: Burst::default(), pending_bytes: 0, since: 0 });
             self.counters.ports.push(super::stats::PortCounters::default());
         }
-        self.ports[index] =
-            RtPort { role: Role::None, vlan, out: Out::Eth, raw_xconnect: None, local_ips: [None; 4], n_tunnels: 0 };
+        self.ports[index] = RtPort {
+            role: Role::None,
+            vlan,
+            out: Out::Eth,
+            raw_xconnect: None,
+            local_ips: [None; 4],
+            n_tunnels: 0,
+            uplink: None,
+        };
         self.tx[index].q = q;
         self.counters.ports[index] = super::stats::PortCounters::default();
         self.ext.reset_port(index);
@@ -304,6 +373,22 @@ impl Engine {
             let cur = c.load();
             if self.snap.as_ref().is_none_or(|s| !Arc::ptr_eq(s, cur)) {
                 self.snap = Some(Arc::clone(cur));
+                // Chassis come and go with the snapshot: rebuild their
+                // tunnels lazily (within the reserved capacity: no allocation
+                // up to MAX_CACHED_CHASSIS chassis).
+                self.chassis_ips.clear();
+                self.chassis_ips.extend(cur.chassis.iter().map(|c| match c.ip {
+                    IpAddr::V4(v4) => u32::from(v4),
+                    IpAddr::V6(_) => 0,
+                }));
+                self.tun_epoch += 1;
+            }
+        }
+        if let Some(n) = &mut self.neighbors {
+            let cur = n.load();
+            if !Arc::ptr_eq(&self.neigh, cur) {
+                self.neigh = Arc::clone(cur);
+                self.tun_epoch += 1;
             }
         }
     }
@@ -429,6 +514,23 @@ impl Engine {
             Ok(l) => l,
             Err(why) => return self.drop_pkt(in_port, m, why),
         };
+        if let Some(u) = self.ports[in_port].uplink {
+            let up = self.uplinks[u];
+            match underlay::classify(m.data_mut(), &self.key, &layout, &up) {
+                Local::No => {}
+                Local::ArpAnswered { ip, mac } => {
+                    self.neigh_ring.push(ip, mac);
+                    return self.output(in_port, in_port, m, now);
+                }
+                Local::EchoAnswered => return self.output(in_port, in_port, m, now),
+                Local::ArpLearn { ip, mac } => {
+                    self.neigh_ring.push(ip, mac);
+                    return self.drop_pkt(in_port, m, DropReason::UnderlayConsumed);
+                }
+                Local::Consumed => return self.drop_pkt(in_port, m, DropReason::UnderlayConsumed),
+                Local::Geneve => return self.decap_tunnel(in_port, m, &layout, now),
+            }
+        }
         if let Some(snap) = self.snap.take() {
             let bound = snap.local_ports.get(in_port).is_some_and(Option::is_some)
                 || (self.key.vlan_tci[0] != 0 && snap.is_vlan_bound(in_port));
@@ -481,6 +583,47 @@ impl Engine {
     /// the pipeline (then cached), applied copy by copy.
     #[inline]
     fn logical(&mut self, snap: &Snapshot, in_port: usize, m: Mbuf, layout: &Layout, now: u64) {
+        self.logical_from(snap, in_port, None, m, layout, now);
+    }
+
+    /// Geneve to our tunnel IP on uplink `in_port`: checked, decapsulated,
+    /// and run from the tunnel (straight to the logical outport, local
+    /// ports only) when it comes from a chassis of the tables.
+    fn decap_tunnel(&mut self, in_port: usize, mut m: Mbuf, layout: &Layout, now: u64) {
+        // Virtual devices verify nothing; OVS checks outer checksums before decap too.
+        if let Err(why) = verify_outer_checksums(&m, layout, &self.caps) {
+            return self.drop_pkt(in_port, m, why);
+        }
+        let meta = match geneve_decap(&mut m, layout) {
+            Ok(meta) => meta,
+            Err(why) => return self.drop_pkt(in_port, m, why),
+        };
+        let Some(snap) = self.snap.take() else {
+            return self.drop_pkt(in_port, m, DropReason::UnknownDatapath);
+        };
+        let in_port_u32 = u32::try_from(in_port).unwrap_or(u32::MAX);
+        match extract(m.data(), in_port_u32, &mut self.key) {
+            Ok(inner) => {
+                meta.apply_to(&mut self.key);
+                self.logical_from(&snap, in_port, Some(&meta), m, &inner, now);
+            }
+            Err(why) => self.drop_pkt(in_port, m, why),
+        }
+        self.snap = Some(snap);
+    }
+
+    /// A packet for the tables: from a bound port (`tunnel` none) or
+    /// decapsulated from a remote chassis.
+    #[inline]
+    fn logical_from(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        tunnel: Option<&GeneveMeta>,
+        m: Mbuf,
+        layout: &Layout,
+        now: u64,
+    ) {
         let orig = self.key;
         // The verdict is borrowed from the cache while it is applied, so
         // take the cache out of `self` for that time (no copy, no allocation).
@@ -492,8 +635,21 @@ impl Engine {
             self.flow_cache = Some(cache);
             return;
         }
-        let port16 = u16::try_from(in_port).unwrap_or(u16::MAX);
-        run_from_port(snap, port16, &orig, &mut self.outcome, &mut NoTrace);
+        match tunnel {
+            None => {
+                let port16 = u16::try_from(in_port).unwrap_or(u16::MAX);
+                run_from_port(snap, port16, &orig, &mut self.outcome, &mut NoTrace);
+            }
+            Some(t) => {
+                // Only from a chassis of the tables (ovn-controller has a
+                // tunnel port per remote chassis; others match nothing).
+                if !snap.chassis.iter().any(|c| c.ip == t.outer_src) {
+                    self.flow_cache = Some(cache);
+                    return self.drop_pkt(in_port, m, DropReason::GeneveUnknownTunnel);
+                }
+                run_from_tunnel(snap, t.vni, t.ingress_key, t.egress_key, &orig, &mut self.outcome, &mut NoTrace);
+            }
+        }
         if let Some(v) = Verdict::of(&self.outcome, &orig) {
             cache.insert(&orig, snap.generation, v);
             self.flow_cache = Some(cache);
@@ -600,9 +756,9 @@ impl Engine {
         let (port, vlan) = match target {
             Target::Local { port, vlan } => (port, vlan),
             Target::Localnet { uplink, vlan } => (uplink, vlan),
-            // Tunnels need the node's encap IP, uplink and next hops, which
-            // the overlay work brings; until then they are refused loudly.
-            Target::Tunnel { .. } => return self.drop_pkt(in_port, m, DropReason::Unsupported),
+            Target::Tunnel { chassis, vni, ingress, egress } => {
+                return self.tunnel_out(in_port, m, usize::from(chassis), vni, ingress, egress, flow.hash(), now);
+            }
             Target::SlowPath(_) => return self.drop_pkt(in_port, m, DropReason::SlowPath),
             Target::Learn { datapath, port } => {
                 // Not a drop: the copy only carries what to learn.
@@ -622,6 +778,89 @@ impl Engine {
             }
         }
         self.enqueue(o, m, now);
+    }
+
+    /// Encapsulates for remote chassis `chassis` (its tunnel built on first
+    /// use: route, next hop's MAC) and sends on its uplink.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn tunnel_out(
+        &mut self,
+        in_port: usize,
+        mut m: Mbuf,
+        chassis: usize,
+        vni: u32,
+        ingress: u16,
+        egress: u16,
+        hash: u32,
+        now: u64,
+    ) {
+        let Some(&rip) = self.chassis_ips.get(chassis) else {
+            return self.drop_pkt(in_port, m, DropReason::NoBinding);
+        };
+        if rip == 0 || self.uplinks.is_empty() {
+            return self.drop_pkt(in_port, m, DropReason::TunnelNoRoute);
+        }
+        if chassis >= MAX_CACHED_CHASSIS {
+            return self.drop_pkt(in_port, m, DropReason::TooManyOutputs);
+        }
+        while self.tun_cache.len() <= chassis {
+            self.tun_cache.push(TunSlot { epoch: 0, uplink: usize::MAX, nexthop: 0, tun: None, last_arp: 0 });
+        }
+        if self.tun_cache[chassis].epoch != self.tun_epoch {
+            let (uplink, nexthop) = underlay::route(&self.uplinks, rip).unwrap_or((usize::MAX, 0));
+            let tun = self.uplinks.get(uplink).and_then(|up| {
+                let mac = self.neigh.get(nexthop)?;
+                GeneveTunnel::new(GeneveTunnelConfig {
+                    src_mac: up.mac,
+                    dst_mac: mac,
+                    src_ip: IpAddr::V4(up.ip.into()),
+                    dst_ip: IpAddr::V4(rip.into()),
+                    vni: 0,
+                    ttl: 64,
+                    dst_port: crate::wire::geneve::UDP_PORT,
+                })
+                .ok()
+            });
+            let slot = &mut self.tun_cache[chassis];
+            slot.epoch = self.tun_epoch;
+            slot.uplink = uplink;
+            slot.nexthop = nexthop;
+            slot.tun = tun;
+        }
+        let slot = &self.tun_cache[chassis];
+        let Some(up) = self.uplinks.get(slot.uplink).copied() else {
+            return self.drop_pkt(in_port, m, DropReason::TunnelNoRoute);
+        };
+        let Some(tun) = &slot.tun else {
+            let nexthop = slot.nexthop;
+            if now.wrapping_sub(slot.last_arp) >= self.arp_retry_ticks || slot.last_arp == 0 {
+                self.tun_cache[chassis].last_arp = now;
+                self.send_arp(up, nexthop, now);
+            }
+            return self.drop_pkt(in_port, m, DropReason::TunnelNeighUnresolved);
+        };
+        // The outer IP packet: IPv4 + UDP + Geneve + the inner frame.
+        if m.pkt_len() as usize + OUTER_LEN_V4 - 14 > usize::from(up.mtu) {
+            return self.drop_pkt(in_port, m, DropReason::TunnelMtuExceeded);
+        }
+        if let Err(why) = geneve_encap_vni(&mut m, tun, vni, ingress, egress, hash, &self.caps) {
+            return self.drop_pkt(in_port, m, why);
+        }
+        self.output(in_port, up.port, m, now);
+    }
+
+    /// Broadcasts an ARP request for `target` from uplink `up`.
+    fn send_arp(&mut self, up: Uplink, target: u32, now: u64) {
+        let Some(mut c) = self.pool.alloc() else {
+            self.counters.drops[DropReason::NoMbuf.index()] += 1;
+            return;
+        };
+        if c.append(60).is_err() {
+            return;
+        }
+        underlay::write_arp_request(c.data_mut(), &up, target);
+        self.output(up.port, up.port, c, now);
     }
 
     #[inline]

@@ -395,6 +395,8 @@ impl<T: Tracer> Walk<'_, T> {
                         self.emit(key, t, depth);
                     }
                     Some(Binding::Refused) => self.drop(DropReason::Unsupported, depth),
+                    // The localnet port's own membership carries it.
+                    Some(Binding::ViaLocalnet { .. }) => {}
                     Some(_) => {
                         let mut copy = *key;
                         copy.meta.regs[REG_OUTPORT] = m;
@@ -415,6 +417,17 @@ impl<T: Tracer> Walk<'_, T> {
                 self.emit(key, t, depth);
             }
             Some(Binding::Refused) => self.drop(DropReason::Unsupported, depth),
+            Some(Binding::ViaLocalnet { localnet }) => {
+                if from_tunnel {
+                    return self.drop(DropReason::NoBinding, depth);
+                }
+                // physical.c table 38: the outport becomes the localnet port.
+                key.meta.regs[REG_OUTPORT] = *localnet;
+                match dp.ports.get(localnet) {
+                    Some(Binding::Localnet { .. }) => self.egress(dp, key, depth + 1),
+                    _ => self.drop(DropReason::NoBinding, depth),
+                }
+            }
             Some(_) => self.egress(dp, key, depth + 1),
             None => self.drop(DropReason::NoBinding, depth),
         }
@@ -454,7 +467,9 @@ impl<T: Tracer> Walk<'_, T> {
                 self.emit(key, Target::Localnet { uplink: *uplink, vlan: *vlan }, depth);
             }
             Some(Binding::Refused) => self.drop(DropReason::Unsupported, depth),
-            Some(Binding::Remote { .. }) | None => self.drop(DropReason::NoBinding, depth),
+            Some(Binding::Remote { .. } | Binding::ViaLocalnet { .. }) | None => {
+                self.drop(DropReason::NoBinding, depth);
+            }
         }
     }
 }

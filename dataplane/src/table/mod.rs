@@ -414,6 +414,15 @@ pub enum Binding {
         /// VLAN tag of the physical network, if any.
         vlan: Option<u16>,
     },
+    /// On another chassis, on a switch with a localnet port: reached
+    /// through the localnet port, as ovn-controller's physical.c does (the
+    /// outport becomes the localnet port, whose egress pipeline and
+    /// loopback check then apply; floods skip it, the localnet port's own
+    /// membership carries them).
+    ViaLocalnet {
+        /// Logical port key of the switch's localnet port.
+        localnet: u32,
+    },
     /// A port Petrel cannot deliver to (a patch port to a logical router,
     /// a chassisredirect or vtep port): packets sent to it are dropped as
     /// `unsupported`, and the compiler reports it.
