@@ -312,3 +312,93 @@ fn policer_accuracy_and_live_change() {
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("p.stats.json")).unwrap()).unwrap();
     assert_eq!(s["vhost"]["a"]["connects"], 1, "no port flap: {s}");
 }
+
+/// OVN's `qos_max_rate`/`qos_burst` on a logical switch port (what
+/// Kube-OVN's rate annotations become) reach petreld through petrel-ovn as
+/// the ingress policer of the port carrying it; an operator's setting wins
+/// per direction and clearing it brings OVN's back; removing the option in
+/// the NB removes the policer. Real ovsdb-server and ovn-northd.
+#[test]
+fn ovn_qos_max_rate_becomes_an_ingress_policer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut procs = Vec::new();
+    for db in ["nb", "sb"] {
+        let file = d.join(format!("{db}.db"));
+        let o = Command::new("ovsdb-tool")
+            .arg("create")
+            .arg(&file)
+            .arg(format!("/usr/share/ovn/ovn-{db}.ovsschema"))
+            .output()
+            .unwrap_or_else(|e| panic!("ovsdb-tool: {e} (run scripts/bootstrap.sh)"));
+        assert!(o.status.success(), "ovsdb-tool create: {o:?}");
+        let mut cmd = Command::new("ovsdb-server");
+        cmd.arg(format!("--remote=punix:{}", d.join(format!("{db}.sock")).display()))
+            .arg(format!("--unixctl={}", d.join(format!("{db}.ctl")).display()))
+            .arg("--no-chdir")
+            .arg(&file);
+        procs.push(Proc::spawn("ovsdb-server", cmd, d.join(format!("{db}.log"))));
+    }
+    let nb = format!("unix:{}", d.join("nb.sock").display());
+    let sb = format!("unix:{}", d.join("sb.sock").display());
+    let mut northd = Command::new("ovn-northd");
+    northd
+        .arg(format!("--ovnnb-db={nb}"))
+        .arg(format!("--ovnsb-db={sb}"))
+        .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
+        .arg("--no-chdir");
+    procs.push(Proc::spawn("ovn-northd", northd, d.join("northd.log")));
+    let nbctl = |args: &[&str]| {
+        let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
+        assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    wait_for("the NB", 20, || {
+        Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(["--timeout=1", "show"]).status().unwrap().success()
+    });
+    nbctl(&["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
+    nbctl(&["set", "logical_switch_port", "pod1", "options:qos_max_rate=2000000", "options:qos_burst=50000"]);
+
+    let (s1, s2, ctl_sock) = (d.join("pod1.sock"), d.join("pod2.sock"), d.join("petreld.sock"));
+    let mut p = petreld(
+        d,
+        &ctl_sock,
+        &[
+            "--port".into(),
+            format!("pod1=vhost-user,path={},mode=server,iface-id=pod1", s1.display()),
+            "--port".into(),
+            format!("pod2=vhost-user,path={},mode=server,iface-id=pod2", s2.display()),
+        ],
+    );
+    wait_for("petreld's control socket", 20, || ctl_sock.exists());
+    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
+    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "127.0.0.1", "--dataplane"]).arg(&ctl_sock);
+    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    nbctl(&["--timeout=30", "--wait=hv", "sync"]);
+
+    let mut c = common::connect(&ctl_sock, "qos ovn test");
+    let ovn_rate = RateSpec { rate: 2_000_000, burst: Some(50_000), unit: Unit::Bits };
+    let show = |c: &mut Client| c.qos(QosRequest::Show).unwrap().ports;
+    wait_for("OVN's policer in petreld", 20, || show(&mut c).iter().any(|q| q.port == "pod1"));
+    let q = show(&mut c);
+    assert_eq!(q.len(), 1, "only pod1 has a rate: {q:?}");
+    assert_eq!(q[0].ovn.ingress, Some(ovn_rate));
+    assert_eq!(q[0].effective, PortQos { ingress: Some(ovn_rate), egress: None });
+
+    // The operator's ingress wins; clearing it brings OVN's back.
+    let mine = RateSpec { rate: 7_000_000, burst: None, unit: Unit::Bits };
+    set(&mut c, "pod1", Some(mine), None);
+    assert_eq!(qos_of(&mut c, "pod1").effective.ingress, Some(mine));
+    c.qos(QosRequest::Clear { port: "pod1".into(), direction: Direction::Ingress }).unwrap();
+    assert_eq!(qos_of(&mut c, "pod1").effective.ingress, Some(ovn_rate));
+
+    // A new rate in the NB follows; removing it removes the policer.
+    nbctl(&["set", "logical_switch_port", "pod1", "options:qos_max_rate=3000000"]);
+    wait_for("the new rate", 20, || {
+        qos_of(&mut c, "pod1").effective.ingress
+            == Some(RateSpec { rate: 3_000_000, burst: Some(50_000), unit: Unit::Bits })
+    });
+    nbctl(&["remove", "logical_switch_port", "pod1", "options", "qos_max_rate"]);
+    wait_for("no policer", 20, || show(&mut c).is_empty());
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+}
