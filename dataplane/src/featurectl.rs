@@ -41,6 +41,9 @@ struct Session {
     port: String,
     direction: Direction,
     rings: Vec<Arc<CaptureRing>>,
+    /// Held while the rings are read: each ring has one reader at a time
+    /// (two clients reading one session take turns).
+    reader: Arc<Mutex<()>>,
     snaplen: usize,
     tsc0: u64,
     ns0: u64,
@@ -354,21 +357,31 @@ impl FeatureCtl {
                     .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
                 st.captures.insert(
                     id,
-                    Session { port, direction, rings, snaplen, tsc0: rdtsc(), ns0, last_read: Instant::now() },
+                    Session {
+                        port,
+                        direction,
+                        rings,
+                        reader: Arc::default(),
+                        snaplen,
+                        tsc0: rdtsc(),
+                        ns0,
+                        last_read: Instant::now(),
+                    },
                 );
                 self.publish(&st);
                 Ok(CaptureReply { id, snaplen, active: true, ..CaptureReply::default() })
             }
             CaptureRequest::Read { id, max, wait_ms } => {
-                let (rings, snaplen, tsc0, ns0) = {
+                let (rings, reader, snaplen, tsc0, ns0) = {
                     let mut st = self.lock()?;
                     let s = st
                         .captures
                         .get_mut(&id)
                         .ok_or_else(|| ErrorReply::not_found(format!("no capture session {id}")))?;
                     s.last_read = Instant::now();
-                    (s.rings.clone(), s.snaplen, s.tsc0, s.ns0)
+                    (s.rings.clone(), Arc::clone(&s.reader), s.snaplen, s.tsc0, s.ns0)
                 };
+                let _one_reader = reader.lock().map_err(|_| rejected("capture reader poisoned"))?;
                 let deadline = Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
                 let max = max.max(1);
                 let mut got = Vec::new();
