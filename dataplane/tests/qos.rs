@@ -443,3 +443,36 @@ fn ovn_qos_max_rate_becomes_an_ingress_policer() {
     let (ok, log) = p.stop();
     assert!(ok, "petreld failed:\n{log}");
 }
+
+/// With two PMDs a policer is split between them (see `qos` module docs):
+/// a two-queue vhost-user port is polled by both, a one-queue port by one,
+/// and every PMD may send to either; a rate that cannot be split is
+/// refused. (Bookkeeping only: no traffic.)
+#[test]
+fn two_pmds_share_a_policer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, b, ctl_sock) = (d.join("a.sock"), d.join("b.sock"), d.join("petreld.sock"));
+    let mut cmd = Command::new(PETRELD);
+    cmd.args(["--eal-args", EAL, "--pmd-cores", "0,1", "--control-socket"])
+        .arg(&ctl_sock)
+        .arg("--port")
+        .arg(format!("a=vhost-user,path={},mode=server,queues=2", a.display()))
+        .arg("--port")
+        .arg(vhost_port("b", &b, "server"));
+    let mut p = Proc::spawn("petreld", cmd, d.join("p.petreld.log"));
+    wait_for("petreld's control socket", 20, || ctl_sock.exists());
+    let mut c = common::connect(&ctl_sock, "qos two PMDs");
+    let r = Some(RateSpec { rate: 3_000_001, burst: Some(30_001), unit: Unit::Bits });
+    set(&mut c, "a", r, r);
+    set(&mut c, "b", r, r);
+    let (qa, qb) = (qos_of(&mut c, "a"), qos_of(&mut c, "b"));
+    assert_eq!((qa.ingress_pmds, qa.egress_pmds), (2, 2), "{qa:?}");
+    assert_eq!((qb.ingress_pmds, qb.egress_pmds), (1, 2), "{qb:?}");
+    let one = Some(RateSpec { rate: 1, burst: Some(10), unit: Unit::Packets });
+    let e = c.qos(QosRequest::Set { port: "b".into(), qos: PortQos { ingress: one, egress: None } }).unwrap_err();
+    assert!(e.to_string().contains("below 1 per PMD"), "{e}");
+    assert_eq!(qos_of(&mut c, "b").effective.ingress, r, "a refused change leaves the policer as it was");
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+}
