@@ -22,8 +22,11 @@ fi
 #           openvswitch-switch (the OVS chassis of scripts/overlay-test.sh)
 #   CNI:    containernetworking-plugins (host-local IPAM for petrel-cni), python3-venv
 #           (kubernetes-validate, below, checks deploy/)
+#   metrics: prometheus (promtool: the tests check every /metrics scrape with `promtool check metrics`;
+#           the prometheus server it brings is never started here)
 PKGS=(libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config python3-scapy tshark iproute2
-      ovn-central ovn-host openvswitch-switch procps iputils-ping containernetworking-plugins python3-venv)
+      ovn-central ovn-host openvswitch-switch procps iputils-ping containernetworking-plugins python3-venv
+      prometheus)
 
 missing=()
 for p in "${PKGS[@]}"; do

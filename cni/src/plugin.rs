@@ -685,6 +685,8 @@ mod tests {
         fn show(&mut self) -> Result<ShowReply, ClientError> {
             let f = self.0.borrow();
             Ok(ShowReply {
+                uplinks: Vec::new(),
+                tunnels: Vec::new(),
                 server: "fake".into(),
                 uptime_secs: 0.0,
                 generation: 1,

@@ -402,6 +402,8 @@ pub struct Agent {
     learn_rx: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<LearnedMsg>>>,
     /// Learnt (datapath, port, MAC) not yet in the Southbound `FDB` table.
     pending_fdb: BTreeSet<(u32, u32, String)>,
+    /// Where the counters go after each step (`--metrics-addr`).
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Changes the local iface-ids of a running [`Agent`]: the
@@ -440,7 +442,16 @@ impl Agent {
             installer: None,
             learn_rx: None,
             pending_fdb: BTreeSet::new(),
+            metrics: None,
         }
+    }
+
+    /// Reports the session and the agent's counters in `m` (the installer
+    /// needs its own [`Installer::set_metrics`]).
+    pub fn set_metrics(&mut self, m: crate::metrics::Metrics) {
+        m.set_session(self.session.handle());
+        m.set_agent(&self.stats);
+        self.metrics = Some(m);
     }
 
     /// Compiles the logical flows and publishes them to petreld; `nb_cfg`
@@ -519,6 +530,9 @@ impl Agent {
                     Step::Idle(w) => wake = w,
                     Step::Sent(n_updates) => gate = Some((n_updates, Instant::now() + SETTLE)),
                     Step::Failed => wake = Some(Instant::now() + RETRY),
+                }
+                if let Some(m) = &self.metrics {
+                    m.set_agent(&self.stats);
                 }
             }
             let timer = [wake, gate.map(|g| g.1)].into_iter().flatten().min();

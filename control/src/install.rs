@@ -72,6 +72,7 @@ pub struct Installer {
     stats: InstallStats,
     /// OVN's port policers handed to petreld (`crate::qos`).
     qos: crate::qos::QosSync,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 const CLIENT_NAME: &str = concat!("petrel-ovn ", env!("CARGO_PKG_VERSION"));
@@ -95,6 +96,7 @@ impl Installer {
             last_snap: None,
             stats: InstallStats::default(),
             qos: crate::qos::QosSync::default(),
+            metrics: None,
         }
     }
 
@@ -114,6 +116,7 @@ impl Installer {
             last_snap: None,
             stats: InstallStats::default(),
             qos: crate::qos::QosSync::default(),
+            metrics: None,
         }
     }
 
@@ -139,6 +142,11 @@ impl Installer {
     /// Resolves when petreld's view changed.
     pub async fn changed(&mut self) -> bool {
         self.view.changed().await.is_ok()
+    }
+
+    /// Records compiles and publishes in `m` too.
+    pub fn set_metrics(&mut self, m: crate::metrics::Metrics) {
+        self.metrics = Some(m);
     }
 
     /// Counters.
@@ -180,6 +188,9 @@ impl Installer {
         self.stats.last_n_compiled = compiled.stats.n_compiled;
         self.stats.last_n_rules = compiled.stats.n_rules;
         self.stats.last_n_refusals = compiled.refusals.len();
+        if let Some(m) = &self.metrics {
+            m.compiled(&compiled.stats, self.stats.last_compile, compiled.refusals.len());
+        }
         let t1 = Instant::now();
         let unchanged =
             self.last_snap.as_ref().is_some_and(|(s, r)| same_tables(s, &compiled.snapshot) && *r == compiled.refusals);
@@ -228,6 +239,9 @@ impl Installer {
                 Ok(c) => self.client.insert(c),
                 Err(e) => {
                     self.stats.n_errors += 1;
+                    if let Some(m) = &self.metrics {
+                        m.publish_failed();
+                    }
                     tracing::warn!("cannot publish tables, petreld unreachable: {e}");
                     return false;
                 }
@@ -238,6 +252,9 @@ impl Installer {
             Ok(g) => {
                 self.stats.n_published += 1;
                 self.stats.last_publish = t1.elapsed();
+                if let Some(m) = &self.metrics {
+                    m.published(g, self.stats.last_publish);
+                }
                 tracing::info!(
                     generation = g,
                     n_datapaths = compiled.stats.n_datapaths,
@@ -259,6 +276,9 @@ impl Installer {
             }
             Err(e) => {
                 self.stats.n_errors += 1;
+                if let Some(m) = &self.metrics {
+                    m.publish_failed();
+                }
                 self.client = None;
                 tracing::warn!("publishing tables failed: {e}");
                 false

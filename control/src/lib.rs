@@ -26,6 +26,7 @@ pub mod dataplane;
 pub mod features_cli;
 pub mod install;
 pub mod lflow;
+pub mod metrics;
 pub mod ovsdb;
 pub mod qos;
 pub mod sb;

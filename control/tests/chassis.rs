@@ -170,8 +170,11 @@ fn config_file_with_flags_overriding() {
     poll(WAIT, "lsp1 claimed", || (pb_field(&ovn, "lsp1", "chassis")? == ch).then_some(()));
     // `log = "debug"` from the file, and `--monitor-all=false` over the
     // file's `true`: the agent restricts its monitor.
-    let log = std::fs::read_to_string(ovn.dir.path().join("petrel-ovn.log")).unwrap();
-    assert!(log.contains("updating monitor conditions"), "{log}");
+    // (The claim and the condition update race: wait for the log line.)
+    let log_path = ovn.dir.path().join("petrel-ovn.log");
+    poll(WAIT, "monitor conditions updated", || {
+        std::fs::read_to_string(&log_path).ok().filter(|l| l.contains("updating monitor conditions")).map(|_| ())
+    });
 }
 
 fn run_with_config(text: &str, extra: &[&str]) -> (bool, String) {

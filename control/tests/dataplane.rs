@@ -59,6 +59,8 @@ impl Node for FakeNode {
     }
     fn show(&self) -> ShowReply {
         ShowReply {
+            uplinks: Vec::new(),
+            tunnels: Vec::new(),
             server: self.server_name(),
             uptime_secs: 1.0,
             generation: 0,

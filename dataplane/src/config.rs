@@ -312,7 +312,7 @@ pub struct Plan {
     /// Tunnel endpoints: (port index, spec).
     pub uplinks: Vec<(usize, crate::underlay::UplinkSpec)>,
     /// Static neighbours.
-    pub neighbors: Vec<(std::net::Ipv4Addr, [u8; 6])>,
+    pub neighbors: Vec<(std::net::IpAddr, [u8; 6])>,
 }
 
 impl Plan {
@@ -733,7 +733,7 @@ fn underlay(plan: &mut Plan, uplinks: &[String], neighbors: &[String]) -> Result
         }
         for p in &plan.ports {
             if let PortKind::Geneve(g) = &p.kind {
-                if g.uplink == i && g.local == std::net::IpAddr::V4(spec.ip) {
+                if g.uplink == i && g.local == spec.ip {
                     bail!("--uplink {u:?}: static tunnel {:?} uses the same local IP", p.name);
                 }
             }

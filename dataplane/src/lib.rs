@@ -24,6 +24,7 @@ pub mod capture;
 pub mod ctl;
 pub mod drop;
 pub mod flow;
+pub mod metrics;
 pub mod qos;
 pub mod table;
 pub mod wire;

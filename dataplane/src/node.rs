@@ -37,6 +37,11 @@ pub struct PetreldNode {
     tsc_hz: u64,
     /// Policers, mirrors and capture (`None`: refused).
     features: Option<Arc<crate::featurectl::FeatureCtl>>,
+    /// The log filter `log_level` reads and replaces, if any.
+    log: Option<petrel_obs::logging::LogControl>,
+    /// Tunnel endpoints (name, spec, slot) and the neighbour table.
+    underlay: Vec<(String, crate::underlay::UplinkSpec, usize)>,
+    neighbors: Option<crate::underlay::Neighbors>,
 }
 
 impl PetreldNode {
@@ -59,7 +64,48 @@ impl PetreldNode {
             start: Instant::now(),
             tsc_hz,
             features: None,
+            log: None,
+            underlay: Vec::new(),
+            neighbors: None,
         }
+    }
+
+    /// Lets `log_level` requests read and replace this log filter.
+    pub fn with_log(mut self, log: petrel_obs::logging::LogControl) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Shows these tunnel endpoints and the remote chassis' next hops from
+    /// this neighbour table.
+    pub fn with_underlay(
+        mut self,
+        uplinks: Vec<(String, crate::underlay::UplinkSpec, usize)>,
+        neighbors: crate::underlay::Neighbors,
+    ) -> Self {
+        self.underlay = uplinks;
+        self.neighbors = Some(neighbors);
+        self
+    }
+
+    fn tunnels(&self, snap: &Snapshot) -> Vec<crate::ctl::proto::TunnelInfo> {
+        use crate::underlay::{route, Uplink};
+        let ups: Vec<Uplink> = self.underlay.iter().map(|(_, s, slot)| Uplink::new(s, *slot, [0; 6])).collect();
+        let neigh = self.neighbors.as_ref().map(|n| n.load_full());
+        let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        snap.chassis
+            .iter()
+            .map(|c| {
+                let r = route(&ups, &crate::underlay::ip16(c.ip));
+                crate::ctl::proto::TunnelInfo {
+                    chassis: c.name.clone(),
+                    ip: c.ip.to_string(),
+                    uplink: r.map(|(u, _)| self.underlay[u].0.clone()),
+                    nexthop: r.map(|(_, n)| crate::underlay::ip_of(&n).to_string()),
+                    mac: r.and_then(|(_, n)| neigh.as_ref()?.get(&n)).map(mac),
+                }
+            })
+            .collect()
     }
 
     /// Serves `qos`, `mirror` and `capture` requests through `f`.
@@ -119,6 +165,17 @@ impl Node for PetreldNode {
             n_rules: render::n_rules(&snap),
             n_pmds: self.stats.len(),
             ports: self.ports(&total),
+            uplinks: self
+                .underlay
+                .iter()
+                .map(|(name, s, _)| crate::ctl::proto::UplinkInfo {
+                    port: name.clone(),
+                    ip: format!("{}/{}", s.ip, s.prefix),
+                    gw: s.gw.map(|g| g.to_string()),
+                    mtu: s.mtu,
+                })
+                .collect(),
+            tunnels: if self.underlay.is_empty() { Vec::new() } else { self.tunnels(&snap) },
         }
     }
 
@@ -193,12 +250,24 @@ impl Node for PetreldNode {
         Ok(port_info(&self.tables.load(), slot, &entry, &total))
     }
 
+    fn log_level(&self, filter: Option<&str>) -> Result<crate::ctl::proto::LogLevelReply, ErrorReply> {
+        let log = self.log.as_ref().ok_or_else(|| ErrorReply::rejected("petreld runs without log control"))?;
+        let previous = match filter {
+            Some(f) => Some(log.set(f).map_err(|e| ErrorReply::rejected(e.to_string()))?),
+            None => None,
+        };
+        if let Some(p) = &previous {
+            tracing::info!(filter = %log.filter(), previous = %p, "log filter changed");
+        }
+        Ok(crate::ctl::proto::LogLevelReply { filter: log.filter(), previous })
+    }
+
     fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {
-        let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
-        self.ports.removable(name).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
         // Held until the port is gone: nothing can publish tables naming it
         // in between.
         let _guard = self.publish_lock.lock().map_err(|_| ErrorReply::rejected("publisher poisoned"))?;
+        let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
+        self.ports.removable(name).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
         let before = self.tables.load();
         if let Some(f) = &self.features {
             // Policers, mirrors and captures of (and to) the port stop first.

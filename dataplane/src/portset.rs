@@ -3,11 +3,14 @@
 //!
 //! A port lives in a **slot**: its index in the tables (`Binding::Local`),
 //! the counters and `petrelctl show`. Configured ports take slots `0..n` in
-//! plan order; a port added at runtime takes the lowest free slot. A removed
-//! port's slot is reused only by a later add, and tables that still name the
-//! old port there are refused when published (see
-//! [`PortSet::check_binding`]), so a new pod never receives an old pod's
-//! traffic.
+//! plan order; a port added at runtime takes the next free slot after the
+//! last one given (round robin), so a removed port's slot is reused as late
+//! as possible. Tables that bind an empty slot, or a slot to another
+//! iface-id than its port declares, are refused when published (see
+//! [`PortSet::check_binding`]), so a new pod does not receive an old pod's
+//! traffic. (Not covered: a slot reused after wrapping around, by a port
+//! without an iface-id, bound by tables compiled before; a per-slot
+//! incarnation number in the tables would close that.)
 //!
 //! Queue placement is the same for configured and added ports: rx queue 0
 //! of DPDK port `i` is polled by PMD `i % n_pmd`, queue pair `q` of
@@ -67,6 +70,10 @@ enum Device {
 
 struct Inner {
     devices: Vec<Option<Device>>,
+    /// Slots whose device could not be confirmed unused by every PMD.
+    poisoned: Vec<usize>,
+    /// Where the search for a free slot starts.
+    next_slot: usize,
     backend: Option<Backend>,
     links: Vec<PmdLink>,
     pool: Arc<Mempool>,
@@ -100,6 +107,8 @@ impl PortSet {
         }
         let mut inner = Inner {
             devices: Vec::new(),
+            poisoned: Vec::new(),
+            next_slot: plan.ports.len(),
             backend: None,
             links: Vec::new(),
             pool,
@@ -143,12 +152,15 @@ impl PortSet {
 
     /// Writes the runtime ports' specs (write to a temporary file, rename).
     fn save(&self) {
-        let Some(path) = self.persist.lock().ok().and_then(|p| p.clone()) else { return };
+        // Held while the list is read and written: concurrent adds and
+        // removes write one after the other.
+        let Ok(guard) = self.persist.lock() else { return };
+        let Some(path) = guard.clone() else { return };
         let ports = self.entries().into_iter().flatten().filter_map(|e| e.runtime).collect();
         let Ok(text) = serde_json::to_vec_pretty(&PortsFile { ports }) else { return };
         let tmp = path.with_extension("tmp");
         if std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
-            eprintln!("petreld: cannot write {}: runtime ports will not survive a restart", path.display());
+            tracing::warn!(file = %path.display(), "cannot write the ports file: runtime ports will not survive a restart");
         }
     }
 
@@ -247,10 +259,13 @@ impl PortSet {
                     bail!("port {:?} already uses {}", p.spec.name, path.display());
                 }
             }
-            let free = e.iter().position(Option::is_none).unwrap_or(e.len());
-            if free >= MAX_PORTS {
-                bail!("no free port slot (at most {MAX_PORTS} ports)");
-            }
+            // The next free slot after the last one given (round robin), so
+            // a removed port's slot is reused as late as possible.
+            let usable = |i: usize| e.get(i).is_none_or(Option::is_none) && !inner.poisoned.contains(&i);
+            let start = inner.next_slot;
+            let free = (0..MAX_PORTS).map(|k| (start + k) % MAX_PORTS).find(|&i| usable(i));
+            let Some(free) = free else { bail!("no free port slot (at most {MAX_PORTS} ports)") };
+            inner.next_slot = free + 1;
             free
         };
         let (dev, vhost) = inner.open_device(&spec)?;
@@ -260,9 +275,14 @@ impl PortSet {
         let sent = inner.attach(slot, &spec, &dev);
         inner.devices[slot] = Some(dev);
         if let Err(e) = sent {
-            // Some PMDs may poll it: take it away from all before closing.
-            let _ = inner.detach(slot);
-            inner.close(slot, &spec.name);
+            // Some PMDs may poll it: take it away from all before closing;
+            // if that cannot be confirmed, leave the device open and the
+            // slot unusable rather than risk a PMD touching a closed one.
+            if inner.detach(slot).is_ok() {
+                inner.close(slot, &spec.name);
+            } else {
+                inner.poisoned.push(slot);
+            }
             bail!("adding port {:?}: {e}", spec.name);
         }
         let entry = PortEntry { spec, vhost, runtime: Some(text.to_owned()) };
@@ -398,11 +418,22 @@ impl Inner {
         self.links.iter().try_for_each(|l| l.wait(PMD_ACK_TIMEOUT))
     }
 
+    /// Takes slot `slot` away from every PMD and waits for all of them;
+    /// an error means some PMD may still use the device, which must then
+    /// stay open.
     fn detach(&mut self, slot: usize) -> Result<(), String> {
+        let mut err = None;
         for l in &mut self.links {
-            l.send(PortUpdate::Detach { index: slot })?;
+            if let Err(e) = l.send(PortUpdate::Detach { index: slot }) {
+                err.get_or_insert(e);
+            }
         }
-        self.links.iter().try_for_each(|l| l.wait(PMD_ACK_TIMEOUT))
+        for l in &self.links {
+            if let Err(e) = l.wait(PMD_ACK_TIMEOUT) {
+                err.get_or_insert(e);
+            }
+        }
+        err.map_or(Ok(()), Err)
     }
 
     fn close(&mut self, slot: usize, name: &str) {

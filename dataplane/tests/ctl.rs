@@ -121,6 +121,8 @@ impl Node for FakeNode {
     fn show(&self) -> ShowReply {
         let s = self.snap.lock().unwrap();
         ShowReply {
+            uplinks: Vec::new(),
+            tunnels: Vec::new(),
             server: self.server_name(),
             uptime_secs: 12.0,
             generation: s.generation,

@@ -370,9 +370,9 @@ fn pods_added_and_removed_at_runtime() {
 
     // pod3 takes the freed slot.
     let p3 = ctl.add_port(&spec("pod3")).unwrap();
-    assert_eq!(p3.index, 1, "the freed slot is reused");
+    assert_eq!(p3.index, 2, "a freed slot is reused last (round robin)");
     assert_eq!(p3.stats.tx_packets, 0, "a new port's counters start at zero");
-    // Tables binding slot 1 to pod2 (compiled before the removal) are refused.
+    // Tables binding pod2's slot (compiled before the removal) are refused.
     let stale = SnapshotMsg {
         generation: 0,
         datapaths: vec![DatapathMsg {
@@ -389,7 +389,7 @@ fn pods_added_and_removed_at_runtime() {
         ..SnapshotMsg::default()
     };
     match ctl.publish(stale) {
-        Err(ClientError::Remote(e)) => assert!(e.message.contains("pod3"), "{}", e.message),
+        Err(ClientError::Remote(e)) => assert!(e.message.contains("removed"), "{}", e.message),
         other => panic!("stale tables must be refused: {other:?}"),
     }
     wait_for("pod3 bound in the Southbound", Duration::from_secs(30), || sb_bound(&env, "pod3"));

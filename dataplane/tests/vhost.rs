@@ -579,8 +579,9 @@ fn ports_added_and_removed_at_runtime_under_traffic() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(no_output(), dropped, "nothing arrives from the removed port");
     assert!(port(&mut ctl, "b").unwrap().tx_packets > b0, "the cross-connect kept forwarding");
-    // The slot and the socket path can be used again.
-    assert_eq!(ctl.add_port(&vhost_port("c2", &c, "server", "")).unwrap().index, 2);
+    // The socket path can be used again (slots are given round robin: a
+    // new one, not c's).
+    assert_eq!(ctl.add_port(&vhost_port("c2", &c, "server", "")).unwrap().index, 4);
     assert!(p.alive(), "{}", p.log());
 
     drop(pod2.stop());

@@ -437,6 +437,9 @@ def main():
                  and ovn_keys(r["data"]) == (pk["a1"], pk["b1"]) for r in want)
         check(ok and want != [], "Geneve: VNI = datapath key, OVN option (0x0102, 0x80) = (a1, b1) keys", want)
 
+        tun = {t["chassis"]: t for t in o.petrelctl("A", "show").get("tunnels", [])}
+        check(tun.get("hvB", {}).get("nexthop") == NODES["B"]["ip"] and tun["hvB"].get("mac")
+              and tun["hvB"].get("uplink") == "up", "petrelctl show lists the tunnel to hvB, next hop resolved", tun)
         b2a = raw(Ether(src=MACS["b1"], dst=MACS["a1"]) / IP(src=IPS["b1"], dst=IPS["a1"], ttl=64)
                   / UDP(sport=5678, dport=1234) / Raw(b"petrel overlay b->a"))
         got = o.deliver("b1", b2a)

@@ -223,13 +223,13 @@ fn prepare(stream: &UnixStream) -> std::io::Result<()> {
 impl MgmtPort {
     fn connected(&mut self, stream: UnixStream) {
         if let Err(e) = prepare(&stream) {
-            eprintln!("vhost-user {}: socket setup failed: {e}", self.cfg.name);
+            petrel_obs::warn_limited!(5, port = %self.cfg.name, "vhost-user: socket setup failed: {e}");
             return;
         }
         let dup = match stream.try_clone() {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("vhost-user {}: socket setup failed: {e}", self.cfg.name);
+                petrel_obs::warn_limited!(5, port = %self.cfg.name, "vhost-user: socket setup failed: {e}");
                 return;
             }
         };
@@ -238,7 +238,9 @@ impl MgmtPort {
         self.port.counters.connects.fetch_add(1, Ordering::Relaxed);
         self.port.set_state(PortState::Connected);
         if !self.cfg.path.as_os_str().is_empty() {
-            eprintln!("vhost-user {}: frontend connected ({})", self.cfg.name, self.cfg.path.display());
+            // A pod can connect and disconnect in a loop: rate-limited (the
+            // port's `connects` counter has the full count).
+            petrel_obs::info_limited!(5, port = %self.cfg.name, path = %self.cfg.path.display(), "vhost-user: frontend connected");
         }
     }
 
@@ -254,7 +256,10 @@ impl MgmtPort {
         self.port.set_state(PortState::Waiting);
         self.next_try = Instant::now() + RECONNECT_INTERVAL;
         if !self.cfg.path.as_os_str().is_empty() {
-            eprintln!("vhost-user {}: disconnected: {why}", self.cfg.name);
+            // Violations land here too (`violations` counts them all); each
+            // names what the pod did wrong, so the budget is larger than
+            // for connects.
+            petrel_obs::warn_limited!(10, port = %self.cfg.name, "vhost-user: disconnected: {why}");
         }
     }
 

@@ -29,6 +29,7 @@ use clap::Parser;
 use petrel_control::chassis::{Agent, AgentConfig};
 use petrel_control::dataplane::{WatchConfig, Watcher};
 use petrel_control::install::Installer;
+use petrel_control::metrics::Metrics;
 use petrel_control::ovsdb::{parse_remotes, Session};
 use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
@@ -65,6 +66,7 @@ given without a value means true, `--monitor-all=false` overrides a file's
     probe-interval-ms = 5000
     leader-only = false
     monitor-all = false
+    metrics-addr = \"127.0.0.1:9478\"
     log = \"info\"";
 
 /// OVN chassis agent for the Petrel dataplane.
@@ -130,6 +132,10 @@ struct Args {
     /// local ports (ovn-controller's `ovn-monitor-all=true`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     monitor_all: Option<bool>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any
+    /// free port, logged at start).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
     /// Log filter (`info`, `debug`, `petrel_control=debug`, ...) [default: info].
     #[arg(long, env = "PETREL_LOG")]
     log: Option<String>,
@@ -154,6 +160,7 @@ struct FileConfig {
     probe_interval_ms: Option<u64>,
     leader_only: Option<bool>,
     monitor_all: Option<bool>,
+    metrics_addr: Option<String>,
     log: Option<String>,
 }
 
@@ -182,6 +189,7 @@ struct Settings {
     probe_interval_ms: u64,
     leader_only: bool,
     monitor_all: bool,
+    metrics_addr: Option<String>,
     log: String,
 }
 
@@ -208,6 +216,7 @@ impl Settings {
             probe_interval_ms: args.probe_interval_ms.or(file.probe_interval_ms).unwrap_or(5000),
             leader_only: args.leader_only.or(file.leader_only).unwrap_or(false),
             monitor_all: args.monitor_all.or(file.monitor_all).unwrap_or(false),
+            metrics_addr: args.metrics_addr.or(file.metrics_addr),
             log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
         })
     }
@@ -288,13 +297,26 @@ async fn run(args: Settings) -> anyhow::Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let metrics = Metrics::new(&acfg.system_id);
+    let _metrics_server = match &args.metrics_addr {
+        Some(addr) => {
+            let srv = metrics.serve(addr).with_context(|| format!("--metrics-addr {addr}"))?;
+            tracing::info!(addr = %srv.local_addr(), "serving metrics at http://{}/metrics", srv.local_addr());
+            Some(srv)
+        }
+        None => None,
+    };
     let mut agent = Agent::new(acfg, Session::start(scfg));
+    agent.set_metrics(metrics.clone());
     if args.compile_only && args.dataplane.is_none() && !args.no_tables {
-        agent.set_installer(Installer::compile_only());
+        let mut i = Installer::compile_only();
+        i.set_metrics(metrics.clone());
+        agent.set_installer(i);
     }
     let watch = match watcher {
         Some((w, client, installer, learn_rx)) => {
-            if let Some(i) = installer {
+            if let Some(mut i) = installer {
+                i.set_metrics(metrics.clone());
                 agent.set_installer(i);
             }
             agent.set_learning(learn_rx);

@@ -3,6 +3,7 @@
 //! ```text
 //! petrelctl [--socket PATH] [--json] show | pmd-stats | dump-tables [DATAPATH] | drops
 //! petrelctl [--socket PATH] [--json] trace PORT 'MICROFLOW'
+//! petrelctl [--socket PATH] [--json] log-level [FILTER]
 //! ```
 //!
 //! The socket defaults to `$PETREL_SOCKET`, else `/run/petrel/petreld.sock`.
@@ -130,6 +131,18 @@ enum Cmd {
     Mirror(features_cli::MirrorCmd),
     /// Write a pcap of a port's traffic (`-w -` for `| tcpdump -r -`).
     Capture(features_cli::CaptureArgs),
+    /// Print petreld's log filter, or replace it (at once, until the next
+    /// change or a restart).
+    #[command(
+        name = "log-level",
+        after_help = "FILTER: LEVEL, TARGET=LEVEL or a comma-separated list of them; levels are off, error,\n\
+                      warn, info, debug, trace; a target is a module path prefix.\n\n\
+                      Examples:\n  petrelctl log-level debug\n  petrelctl log-level petrel_vhost_user=debug,info"
+    )]
+    LogLevel {
+        /// The new filter; without it, print the one in force.
+        filter: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -198,6 +211,10 @@ fn run(args: &Args) -> Result<String, ClientError> {
             eprint!("{summary}");
             Ok(String::new())
         }
+        Cmd::LogLevel { filter } => out(j, &c.log_level(filter.as_deref())?, |r| match &r.previous {
+            Some(p) => format!("log filter: {} (was {p})\n", r.filter),
+            None => format!("{}\n", r.filter),
+        }),
         Cmd::DelPort { name } => {
             let p = c.del_port(name)?;
             out(j, &p, |p| {

@@ -138,6 +138,9 @@ pub struct SessionStats {
     pub last_error: Option<String>,
     /// Time from TCP/Unix connect to the monitor reply applied, last connect.
     pub last_sync: Option<Duration>,
+    /// When the replica last took in the server's state: a monitor reply
+    /// (connect) or an update notification.
+    pub last_update_at: Option<std::time::SystemTime>,
     /// Of which: waiting for and parsing the monitor reply.
     pub last_monitor_reply: Option<Duration>,
     /// Of which: applying it to the replica.
@@ -515,6 +518,7 @@ impl Runner {
             s.last_txn_id.clone_from(&self.last_txn_id);
             s.remote = Some(remote.to_string());
             s.last_sync = Some(t0.elapsed());
+            s.last_update_at = Some(std::time::SystemTime::now());
             s.last_monitor_reply = Some(monitor_time);
             s.last_apply = Some(t_apply.elapsed());
             // A change requested meanwhile is still queued (see `settle_conditions`).
@@ -727,6 +731,7 @@ impl Runner {
         {
             let mut s = self.shared.stats();
             s.n_updates += 1;
+            s.last_update_at = Some(std::time::SystemTime::now());
             s.last_txn_id.clone_from(&self.last_txn_id);
         }
         tracing::debug!(method, n_bytes, n_changes = changes.len(), "update applied in {:?}", t0.elapsed());

@@ -26,7 +26,7 @@ use petrel_dataplane::port::eal::Eal;
 use petrel_dataplane::port::EthStats;
 use petrel_dataplane::portset::{PortEntry, PortSet};
 use petrel_dataplane::table::new_tables;
-use petrel_dataplane::underlay::{NeighRing, NeighTable};
+use petrel_dataplane::underlay::{ip16, route, NeighRing, NeighTable, Uplink};
 use petrel_vhost_user::Port as VhostPort;
 
 /// Extra CLI flags of the binary only.
@@ -38,6 +38,15 @@ struct Args {
     /// Write the final counters as JSON to this file at exit.
     #[arg(long, value_name = "FILE")]
     stats_file: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any
+    /// free port, logged at start).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+    /// Log filter: LEVEL, TARGET=LEVEL or a comma-separated list
+    /// (`info`, `petrel_vhost_user=debug,info`); `petrelctl log-level`
+    /// changes it at runtime.
+    #[arg(long, env = "PETREL_LOG", default_value = "info", value_name = "FILTER")]
+    log: String,
 }
 
 fn main() {
@@ -49,7 +58,14 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    let log = petrel_obs::logging::init(&args.log).context("--log")?;
     let plan = Arc::new(args.cli.into_plan()?);
+    // Claimed before DPDK starts, so a taken address fails cleanly.
+    let metrics_listener = args
+        .metrics_addr
+        .as_deref()
+        .map(|a| petrel_obs::http::BoundListener::bind(a).with_context(|| format!("--metrics-addr {a}")))
+        .transpose()?;
     let n_cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     for c in &plan.pmd_cores {
         if *c >= n_cpus {
@@ -111,37 +127,48 @@ fn run() -> Result<()> {
     if let Some(f) = &plan.ports_file {
         let (ok, failed) = ports.restore(f);
         if !ok.is_empty() {
-            eprintln!("petreld: {} runtime port(s) restored from {}", ok.len(), f.display());
+            tracing::info!(file = %f.display(), "{} runtime port(s) restored", ok.len());
         }
         for (spec, e) in failed {
-            eprintln!("petreld: could not restore port {spec:?} from {}: {e}", f.display());
+            tracing::warn!(file = %f.display(), "could not restore port {spec:?}: {e}");
         }
     }
     let stop_ctl = Arc::new(AtomicBool::new(false));
+    // One node answers the control socket and the metrics scrapes, so
+    // ports added at runtime show in both.
+    let node = Arc::new(
+        PetreldNode::new(Arc::clone(&ports), plan.pmd_cores.clone(), shared.clone(), Arc::clone(&tables), eal.tsc_hz())
+            .with_log(log)
+            .with_underlay(
+                plan.uplinks.iter().map(|(i, s)| (plan.ports[*i].name.clone(), s.clone(), *i)).collect(),
+                neigh.published(),
+            )
+            .with_features(FeatureCtl::new(Arc::clone(&ports), features, eal.tsc_hz())),
+    );
     let ctl = match &plan.control_socket {
         Some(path) => {
-            let node = PetreldNode::new(
-                Arc::clone(&ports),
-                plan.pmd_cores.clone(),
-                shared.clone(),
-                Arc::clone(&tables),
-                eal.tsc_hz(),
-            )
-            .with_features(FeatureCtl::new(Arc::clone(&ports), features, eal.tsc_hz()));
             let opts = SocketOpts { group: plan.control_group.clone(), ..SocketOpts::default() };
-            let h = serve(path, opts, Arc::new(node), Arc::clone(&stop_ctl))
+            let h = serve(path, opts, Arc::clone(&node) as _, Arc::clone(&stop_ctl))
                 .with_context(|| format!("control socket {}", path.display()))?;
-            eprintln!("petreld: control socket {}", path.display());
+            tracing::info!(socket = %path.display(), "control socket ready");
             Some(h)
         }
         None => None,
     };
-    eprintln!(
-        "petreld: forwarding: {} ports, {} PMD(s) on CPU(s) {:?}, EAL args {:?}",
-        plan.ports.len(),
-        n_pmd,
-        plan.pmd_cores,
-        plan.eal_args
+    let metrics = match metrics_listener {
+        Some(l) => {
+            let m = petrel_dataplane::metrics::serve_on(l, Arc::clone(&node) as _).context("--metrics-addr")?;
+            tracing::info!(addr = %m.local_addr(), "serving metrics at http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        None => None,
+    };
+    tracing::info!(
+        n_ports = plan.ports.len(),
+        n_pmds = n_pmd,
+        cpus = ?plan.pmd_cores,
+        eal_args = ?plan.eal_args,
+        "forwarding"
     );
 
     let start = Instant::now();
@@ -150,9 +177,18 @@ fn run() -> Result<()> {
     let mut last_rx = 0;
     let mut last_rx_change = Instant::now();
     let mut seen = Vec::new();
+    let ups: Vec<Uplink> = plan.uplinks.iter().map(|(i, s)| Uplink::new(s, *i, [0; 6])).collect();
+    let mut wanted_for = u64::MAX;
     while !term.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
         if !plan.uplinks.is_empty() {
+            // The next hops of the tables' remote chassis are the neighbours
+            // worth learning.
+            let snap = tables.load();
+            if snap.generation != wanted_for {
+                wanted_for = snap.generation;
+                neigh.set_wanted(snap.chassis.iter().filter_map(|c| route(&ups, &ip16(c.ip)).map(|r| r.1)));
+            }
             seen.clear();
             for (ring, cursor) in &mut neigh_rings {
                 *cursor = ring.read_since(*cursor, &mut seen);
@@ -176,7 +212,7 @@ fn run() -> Result<()> {
             last_rx_change = Instant::now();
         } else if let Some(ms) = plan.exit_when_idle_ms {
             if last_rx > 0 && last_rx_change.elapsed() >= Duration::from_millis(ms) {
-                eprintln!("petreld: idle for {ms} ms, exiting");
+                tracing::info!("idle for {ms} ms, exiting");
                 break;
             }
         }
@@ -186,6 +222,9 @@ fn run() -> Result<()> {
     if let Some(h) = ctl {
         let _ = h.join();
     }
+    // Waits for scrapes in flight: nothing may hold the ports past here.
+    drop(metrics);
+    drop(node);
     let mut finals = Vec::new();
     let mut failed = None;
     for h in handles {

@@ -300,6 +300,18 @@ impl Client {
         }
     }
 
+    /// The server's log filter, after replacing it with `filter` if given.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; [`ClientError::Remote`] with
+    /// [`super::proto::ErrorCode::Rejected`] if the filter does not parse.
+    pub fn log_level(&mut self, filter: Option<&str>) -> Result<super::proto::LogLevelReply, ClientError> {
+        match self.call(Request::LogLevel { filter: filter.map(str::to_owned) })? {
+            Reply::LogLevel(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// All raw counters.
     ///
     /// # Errors

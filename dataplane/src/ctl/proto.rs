@@ -63,7 +63,7 @@ pub const MAGIC: [u8; 4] = *b"PTRL";
 /// Major version: a client with another major version is refused.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Minor version: additions that older peers can ignore.
-pub const PROTOCOL_MINOR: u16 = 1;
+pub const PROTOCOL_MINOR: u16 = 2;
 /// Header size: magic, major version, body length.
 pub const HEADER_LEN: usize = 10;
 /// Largest body accepted (64 MiB): far above a real snapshot, small enough
@@ -230,6 +230,13 @@ pub enum Request {
     Mirror(super::features::MirrorRequest),
     /// Packet capture sessions: start, read, stop.
     Capture(super::features::CaptureRequest),
+    /// Reads or replaces the log filter; the reply is the filter in force.
+    LogLevel {
+        /// The new filter (`debug`, `petrel_vhost_user=debug,info`: see
+        /// `petrel_obs::logging`); absent: only read it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<String>,
+    },
 }
 
 /// Every request type name, for telling an unknown request from a bad one.
@@ -250,6 +257,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "qos",
     "mirror",
     "capture",
+    "log_level",
 ];
 
 /// The client's side of the handshake.
@@ -316,6 +324,18 @@ pub enum Reply {
     Mirrors(super::features::MirrorReply),
     /// To [`Request::Capture`].
     Capture(super::features::CaptureReply),
+    /// To [`Request::LogLevel`].
+    LogLevel(LogLevelReply),
+}
+
+/// Reply to [`Request::LogLevel`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLevelReply {
+    /// The filter in force now.
+    pub filter: String,
+    /// The filter it replaced, when the request set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// A MAC learnt on a logical port (`put_fdb(inport, eth.src)`).
@@ -527,6 +547,44 @@ pub struct ShowReply {
     pub n_pmds: usize,
     /// Ports, by index.
     pub ports: Vec<PortInfo>,
+    /// The node's tunnel endpoints (`--uplink`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplinks: Vec<UplinkInfo>,
+    /// Remote chassis of the tables and how they are reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunnels: Vec<TunnelInfo>,
+}
+
+/// A tunnel endpoint of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkInfo {
+    /// The DPDK port.
+    pub port: String,
+    /// `IP/PREFIX`.
+    pub ip: String,
+    /// Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+    /// MTU.
+    pub mtu: u16,
+}
+
+/// How a remote chassis is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    /// Chassis name.
+    pub chassis: String,
+    /// Its tunnel IP.
+    pub ip: String,
+    /// Uplink port it leaves on (`None`: no route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// Next hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nexthop: Option<String>,
+    /// The next hop's MAC (`None`: not resolved yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// Hits of one lookup layer (exact-match cache, classifier, …).

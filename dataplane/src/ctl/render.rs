@@ -563,6 +563,17 @@ pub fn show(r: &ShowReply) -> String {
         );
         let _ = writeln!(s, "     {}  rx_bytes {} tx_bytes {}", p.kind, p.stats.rx_bytes, p.stats.tx_bytes);
     }
+    for u in &r.uplinks {
+        let gw = u.gw.as_ref().map(|g| format!(" gw {g}")).unwrap_or_default();
+        let _ = writeln!(s, "uplink {}: {}{gw} mtu {}", u.port, u.ip, u.mtu);
+    }
+    for t in &r.tunnels {
+        let via = match (&t.uplink, &t.nexthop) {
+            (Some(u), Some(n)) => format!("via {n} on {u}, {}", t.mac.as_deref().unwrap_or("next hop unresolved")),
+            _ => "no route".to_owned(),
+        };
+        let _ = writeln!(s, "tunnel to {} ({}): {via}", t.chassis, t.ip);
+    }
     s
 }
 

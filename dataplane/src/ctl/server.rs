@@ -30,9 +30,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::proto::{
-    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, PmdStatsReply, PortInfo,
-    RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply, TraceReply, MAX_FRAME,
-    PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
+    read_frame, write_msg, Change, DropsReply, ErrorCode, ErrorReply, FrameError, HelloReply, LogLevelReply,
+    PmdStatsReply, PortInfo, RefusalsReply, Reply, Request, Response, ShowReply, SnapshotMsg, StatsReply, TablesReply,
+    TraceReply, MAX_FRAME, PROTOCOL_MAJOR, PROTOCOL_MINOR, REQUEST_TYPES,
 };
 
 /// What the server asks of the running node (petreld, or a test's fake).
@@ -121,6 +121,15 @@ pub trait Node: Send + Sync + 'static {
     fn capture(&self, req: super::features::CaptureRequest) -> Result<super::features::CaptureReply, ErrorReply> {
         let _ = req;
         Err(ErrorReply::rejected("this server cannot capture"))
+    }
+    /// The log filter in force, after replacing it with `filter` if given.
+    ///
+    /// # Errors
+    /// [`ErrorCode::Rejected`]: the filter does not parse (nothing
+    /// changed), or this server cannot change its logging.
+    fn log_level(&self, filter: Option<&str>) -> Result<LogLevelReply, ErrorReply> {
+        let _ = filter;
+        Err(ErrorReply::rejected("this server has no runtime log control"))
     }
 }
 
@@ -330,14 +339,14 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
                     Ok(h) => conns.push(h),
                     Err(e) => {
                         ctx.active.fetch_sub(1, Ordering::Relaxed);
-                        eprintln!("petreld: control socket: cannot spawn a connection thread: {e}");
+                        petrel_obs::error_limited!(1, "control socket: cannot spawn a connection thread: {e}");
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                eprintln!("petreld: control socket: accept: {e}");
+                petrel_obs::error_limited!(1, "control socket: accept: {e}");
                 std::thread::sleep(POLL);
             }
         }
@@ -422,7 +431,7 @@ fn serve_conn(s: &UnixStream, ctx: &Ctx) {
         };
         if let Response::Error(e) = &resp {
             if close {
-                eprintln!("petreld: control socket: closing a connection: {e}");
+                petrel_obs::warn_limited!(5, "control socket: closing a connection: {e}");
             }
         }
         if write_msg(&mut &*s, &resp).is_err() || close {
@@ -514,6 +523,7 @@ fn dispatch(ctx: &Ctx, req: Request) -> (Response, bool) {
             Request::Qos(r) => Reply::Qos(node.qos(r)?),
             Request::Mirror(r) => Reply::Mirrors(node.mirror(r)?),
             Request::Capture(r) => Reply::Capture(node.capture(r)?),
+            Request::LogLevel { filter } => Reply::LogLevel(node.log_level(filter.as_deref())?),
         })
     }));
     match r {

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use crate::action::generate::{generate, GenPacket};
 use crate::action::geneve::{
     geneve_decap, geneve_encap, geneve_encap_vni, verify_outer_checksums, GeneveMeta, GeneveTunnel, GeneveTunnelConfig,
-    OUTER_LEN_V4,
 };
 use crate::action::vlan::{vlan_pop, vlan_push};
 use crate::buf::PacketBuf;
@@ -85,13 +84,16 @@ struct TunSlot {
     epoch: u64,
     /// Index into `Engine::uplinks`, or `usize::MAX` without a route.
     uplink: usize,
-    /// Next hop (host order).
-    nexthop: u32,
+    /// Next hop.
+    nexthop: underlay::Ip16,
     /// `None` until the next hop's MAC is known.
     tun: Option<GeneveTunnel>,
-    /// TSC of the last ARP request for the next hop.
-    last_arp: u64,
+    /// The next hop's MAC is old: ask for it again while using it.
+    stale: bool,
 }
+
+/// Next hops a PMD remembers having asked for (ARP/ND rate limit).
+const SOLICITED: usize = 16;
 
 #[derive(Debug)]
 struct TxPort {
@@ -134,15 +136,17 @@ pub struct Engine {
     neigh: Arc<NeighMap>,
     /// Where ARP for our tunnel IPs is reported.
     neigh_ring: Arc<NeighRing>,
-    /// Remote chassis IPs of the current snapshot (host order IPv4; 0 for
-    /// IPv6), refreshed with it.
-    chassis_ips: Vec<u32>,
+    /// Remote chassis IPs of the current snapshot, refreshed with it.
+    chassis_ips: Vec<underlay::Ip16>,
     /// Tunnels by chassis index; valid while their epoch is `tun_epoch`,
     /// which changes with the snapshot and the neighbour table.
     tun_cache: Vec<TunSlot>,
     tun_epoch: u64,
     /// ARP retry interval in TSC ticks.
     arp_retry_ticks: u64,
+    /// (next hop, TSC) of the last requests for next hops' MACs.
+    solicited: [(underlay::Ip16, u64); SOLICITED],
+    solicited_next: usize,
 }
 
 /// Flow cache entries per PMD (OVS's EMC size).
@@ -281,6 +285,8 @@ impl Engine {
             tun_cache: Vec::with_capacity(MAX_CACHED_CHASSIS),
             tun_epoch: 1,
             arp_retry_ticks: tsc_hz / 1000 * underlay::ARP_RETRY_MS,
+            solicited: [([0; 16], 0); SOLICITED],
+            solicited_next: 0,
         })
     }
 
@@ -377,10 +383,7 @@ impl Engine {
                 // tunnels lazily (within the reserved capacity: no allocation
                 // up to MAX_CACHED_CHASSIS chassis).
                 self.chassis_ips.clear();
-                self.chassis_ips.extend(cur.chassis.iter().map(|c| match c.ip {
-                    IpAddr::V4(v4) => u32::from(v4),
-                    IpAddr::V6(_) => 0,
-                }));
+                self.chassis_ips.extend(cur.chassis.iter().map(|c| underlay::ip16(c.ip)));
                 self.tun_epoch += 1;
             }
         }
@@ -514,17 +517,34 @@ impl Engine {
             Ok(l) => l,
             Err(why) => return self.drop_pkt(in_port, m, why),
         };
-        if let Some(u) = self.ports[in_port].uplink {
+        // Untagged frames only: tagged ones on an uplink are tenant traffic
+        // of a localnet VLAN sharing the wire, never the underlay.
+        if let Some(u) = self.ports[in_port].uplink.filter(|_| self.key.vlan_tci[0] == 0) {
             let up = self.uplinks[u];
             match underlay::classify(m.data_mut(), &self.key, &layout, &up) {
                 Local::No => {}
+                Local::Snoop { ip, mac } => self.neigh_ring.push(&ip, mac),
                 Local::ArpAnswered { ip, mac } => {
-                    self.neigh_ring.push(ip, mac);
+                    self.neigh_ring.push(&ip, mac);
                     return self.output(in_port, in_port, m, now);
                 }
                 Local::EchoAnswered => return self.output(in_port, in_port, m, now),
-                Local::ArpLearn { ip, mac } => {
-                    self.neigh_ring.push(ip, mac);
+                Local::NsForUs { ip, mac } => {
+                    if ip != [0; 16] {
+                        self.neigh_ring.push(&ip, mac);
+                    }
+                    if let Some(mut c) = self.pool.alloc() {
+                        if c.append(underlay::ND_FRAME_LEN).is_ok() {
+                            underlay::write_na(c.data_mut(), &up, &ip, mac);
+                            self.output(in_port, in_port, c, now);
+                        }
+                    } else {
+                        self.counters.drops[DropReason::NoMbuf.index()] += 1;
+                    }
+                    return self.drop_pkt(in_port, m, DropReason::UnderlayConsumed);
+                }
+                Local::Learn { ip, mac } => {
+                    self.neigh_ring.push(&ip, mac);
                     return self.drop_pkt(in_port, m, DropReason::UnderlayConsumed);
                 }
                 Local::Consumed => return self.drop_pkt(in_port, m, DropReason::UnderlayConsumed),
@@ -780,8 +800,33 @@ impl Engine {
         self.enqueue(o, m, now);
     }
 
+    /// The tunnel to remote chassis IP `rip`: uplink, next hop, the
+    /// prebuilt headers once the next hop's MAC is known, and whether that
+    /// MAC is stale.
+    fn build_tunnel(&self, rip: &underlay::Ip16) -> TunSlot {
+        let (uplink, nexthop) = underlay::route(&self.uplinks, rip).unwrap_or((usize::MAX, [0; 16]));
+        let mut stale = false;
+        let tun = self.uplinks.get(uplink).and_then(|up| {
+            let (mac, s) = self.neigh.lookup(&nexthop)?;
+            stale = s;
+            GeneveTunnel::new(GeneveTunnelConfig {
+                src_mac: up.mac,
+                dst_mac: mac,
+                src_ip: underlay::ip_of(&up.ip),
+                dst_ip: underlay::ip_of(rip),
+                vni: 0,
+                ttl: 64,
+                dst_port: crate::wire::geneve::UDP_PORT,
+            })
+            .ok()
+        });
+        TunSlot { epoch: self.tun_epoch, uplink, nexthop, tun, stale }
+    }
+
     /// Encapsulates for remote chassis `chassis` (its tunnel built on first
-    /// use: route, next hop's MAC) and sends on its uplink.
+    /// use: route, next hop's MAC; kept per PMD for the first
+    /// `MAX_CACHED_CHASSIS` chassis, built per packet beyond) and sends on
+    /// its uplink.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     fn tunnel_out(
@@ -798,68 +843,75 @@ impl Engine {
         let Some(&rip) = self.chassis_ips.get(chassis) else {
             return self.drop_pkt(in_port, m, DropReason::NoBinding);
         };
-        if rip == 0 || self.uplinks.is_empty() {
+        if self.uplinks.is_empty() {
             return self.drop_pkt(in_port, m, DropReason::TunnelNoRoute);
         }
-        if chassis >= MAX_CACHED_CHASSIS {
-            return self.drop_pkt(in_port, m, DropReason::TooManyOutputs);
-        }
-        while self.tun_cache.len() <= chassis {
-            self.tun_cache.push(TunSlot { epoch: 0, uplink: usize::MAX, nexthop: 0, tun: None, last_arp: 0 });
-        }
-        if self.tun_cache[chassis].epoch != self.tun_epoch {
-            let (uplink, nexthop) = underlay::route(&self.uplinks, rip).unwrap_or((usize::MAX, 0));
-            let tun = self.uplinks.get(uplink).and_then(|up| {
-                let mac = self.neigh.get(nexthop)?;
-                GeneveTunnel::new(GeneveTunnelConfig {
-                    src_mac: up.mac,
-                    dst_mac: mac,
-                    src_ip: IpAddr::V4(up.ip.into()),
-                    dst_ip: IpAddr::V4(rip.into()),
-                    vni: 0,
-                    ttl: 64,
-                    dst_port: crate::wire::geneve::UDP_PORT,
-                })
-                .ok()
-            });
-            let slot = &mut self.tun_cache[chassis];
-            slot.epoch = self.tun_epoch;
-            slot.uplink = uplink;
-            slot.nexthop = nexthop;
-            slot.tun = tun;
-        }
-        let slot = &self.tun_cache[chassis];
+        let uncached;
+        let slot = if chassis < MAX_CACHED_CHASSIS {
+            while self.tun_cache.len() <= chassis {
+                self.tun_cache.push(TunSlot {
+                    epoch: 0,
+                    uplink: usize::MAX,
+                    nexthop: [0; 16],
+                    tun: None,
+                    stale: false,
+                });
+            }
+            if self.tun_cache[chassis].epoch != self.tun_epoch {
+                self.tun_cache[chassis] = self.build_tunnel(&rip);
+            }
+            &self.tun_cache[chassis]
+        } else {
+            uncached = self.build_tunnel(&rip);
+            &uncached
+        };
         let Some(up) = self.uplinks.get(slot.uplink).copied() else {
             return self.drop_pkt(in_port, m, DropReason::TunnelNoRoute);
         };
+        let (nexthop, stale) = (slot.nexthop, slot.stale);
         let Some(tun) = &slot.tun else {
-            let nexthop = slot.nexthop;
-            if now.wrapping_sub(slot.last_arp) >= self.arp_retry_ticks || slot.last_arp == 0 {
-                self.tun_cache[chassis].last_arp = now;
-                self.send_arp(up, nexthop, now);
-            }
+            self.solicit(up, nexthop, now);
             return self.drop_pkt(in_port, m, DropReason::TunnelNeighUnresolved);
         };
-        // The outer IP packet: IPv4 + UDP + Geneve + the inner frame.
-        if m.pkt_len() as usize + OUTER_LEN_V4 - 14 > usize::from(up.mtu) {
+        // The outer IP packet: IP + UDP + Geneve + the inner frame.
+        if m.pkt_len() as usize + tun.outer_len() - 14 > usize::from(up.mtu) {
             return self.drop_pkt(in_port, m, DropReason::TunnelMtuExceeded);
         }
         if let Err(why) = geneve_encap_vni(&mut m, tun, vni, ingress, egress, hash, &self.caps) {
             return self.drop_pkt(in_port, m, why);
         }
+        if stale {
+            self.solicit(up, nexthop, now);
+        }
         self.output(in_port, up.port, m, now);
     }
 
-    /// Broadcasts an ARP request for `target` from uplink `up`.
-    fn send_arp(&mut self, up: Uplink, target: u32, now: u64) {
+    /// Asks for `nexthop`'s MAC unless this PMD did within the retry
+    /// interval (per next hop, however many chassis are behind it).
+    fn solicit(&mut self, up: Uplink, nexthop: underlay::Ip16, now: u64) {
+        if let Some(e) = self.solicited.iter_mut().find(|e| e.0 == nexthop) {
+            if now.wrapping_sub(e.1) < self.arp_retry_ticks {
+                return;
+            }
+            e.1 = now;
+        } else {
+            self.solicited[self.solicited_next] = (nexthop, now);
+            self.solicited_next = (self.solicited_next + 1) % SOLICITED;
+        }
+        self.send_solicit(up, nexthop, now);
+    }
+
+    /// Asks for `target`'s MAC from uplink `up` (ARP or ND).
+    fn send_solicit(&mut self, up: Uplink, target: underlay::Ip16, now: u64) {
         let Some(mut c) = self.pool.alloc() else {
             self.counters.drops[DropReason::NoMbuf.index()] += 1;
             return;
         };
-        if c.append(60).is_err() {
+        let len = if underlay::is_v4(&target) { 60 } else { underlay::ND_FRAME_LEN };
+        if c.append(len).is_err() {
             return;
         }
-        underlay::write_arp_request(c.data_mut(), &up, target);
+        underlay::write_solicit(c.data_mut(), &up, &target);
         self.output(up.port, up.port, c, now);
     }
 
