@@ -148,16 +148,6 @@ impl FeatureCounters {
             mirror_failed: a[5],
         }
     }
-
-    /// Adds `o` in.
-    pub fn add(&mut self, o: &FeatureCounters) {
-        let (a, b) = (self.to_array(), o.to_array());
-        let mut s = [0; N_COUNTERS];
-        for k in 0..N_COUNTERS {
-            s[k] = a[k] + b[k];
-        }
-        *self = Self::from_array(s);
-    }
 }
 
 /// The published copy of one PMD's [`FeatureCounters`] (one writer).

@@ -204,6 +204,24 @@ impl Engine {
         now: u64,
     ) {
         let rx = self.ext.flags(port) & (F_CAPTURE_RX | F_MIRROR_RX | F_POLICE_RX) != 0;
+        if rx && self.ext.flags(o) & (F_CAPTURE_TX | F_MIRROR_TX | F_POLICE_TX) == 0 {
+            // Only the receive side has features: run them, then send what
+            // is left as the wire does (one tx burst, no per-packet queueing).
+            let mut left: crate::mbuf::Burst<{ crate::mbuf::BURST }> = crate::mbuf::Burst::default();
+            for i in 0..burst.len() {
+                if let Some(m) = burst.take(i).and_then(|m| self.ext_rx(port, m, now)) {
+                    // At most as many as were received: there is room.
+                    if let Err(m) = left.push(m) {
+                        self.drop_pkt(port, m, DropReason::TxFull);
+                    }
+                }
+            }
+            burst.clear();
+            if !left.is_empty() {
+                self.wire_burst(port, o, &mut left, now);
+            }
+            return;
+        }
         for i in 0..burst.len() {
             let Some(m) = burst.take(i) else { continue };
             let m = if rx {
