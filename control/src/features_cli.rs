@@ -191,6 +191,7 @@ pub fn capture(c: &mut Client, a: &CaptureArgs) -> Result<String, ClientError> {
     let deadline = a.duration.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut n = 0u64;
     let mut dropped = 0;
+    let mut reader_gone = false;
     let result = (|| -> Result<(), ClientError> {
         write_pcap_header(&mut out, u32::try_from(start.snaplen).unwrap_or(u32::MAX)).map_err(io)?;
         out.flush().map_err(io)?;
@@ -206,10 +207,14 @@ pub fn capture(c: &mut Client, a: &CaptureArgs) -> Result<String, ClientError> {
                     break;
                 }
                 let data = unhex(&p.data).map_err(arg_err)?;
-                write_pcap_record(&mut out, p.ns, p.orig_len, &data).map_err(io)?;
+                if let Err(e) = write_pcap_record(&mut out, p.ns, p.orig_len, &data) {
+                    return gone(e, &mut reader_gone).map_err(io);
+                }
                 n += 1;
             }
-            out.flush().map_err(io)?;
+            if let Err(e) = out.flush() {
+                return gone(e, &mut reader_gone).map_err(io);
+            }
         }
         Ok(())
     })();
@@ -218,7 +223,18 @@ pub fn capture(c: &mut Client, a: &CaptureArgs) -> Result<String, ClientError> {
     if let Ok(s) = stopped {
         dropped = s.dropped;
     }
-    Ok(format!("{n} packets captured on {}, {dropped} not captured (ring full)\n", a.port))
+    let end = if reader_gone { " (the reader went away)" } else { "" };
+    Ok(format!("{n} packets captured on {}, {dropped} not captured (ring full){end}\n", a.port))
+}
+
+/// A reader that went away (`| head`, tshark done) ends the capture as
+/// tcpdump's does: quietly. Other write errors are errors.
+fn gone(e: std::io::Error, flag: &mut bool) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        *flag = true;
+        return Ok(());
+    }
+    Err(e)
 }
 
 /// Signal numbers (Linux), without a libc dependency here.
