@@ -95,7 +95,9 @@ fn run() -> Result<()> {
     let mut neigh = NeighTable::new(&plan.neighbors);
     let mut neigh_rings: Vec<(Arc<NeighRing>, u64)> = Vec::new();
     let mut shared = Vec::new();
-    let mut handles = Vec::new();
+    // Joined on every way out of `run` (an error after this point too), so
+    // no PMD still polls when the ports, the pool and EAL go away.
+    let mut handles = PmdThreads { quit: Arc::clone(&quit), handles: Vec::new() };
     let mut links = Vec::new();
     let mut features = Vec::new();
     for (pmd_idx, &core) in plan.pmd_cores.iter().enumerate() {
@@ -116,7 +118,7 @@ fn run() -> Result<()> {
         links.push(link);
         let setup =
             PmdSetup { index: pmd_idx, core, rx, engine, stats, quit: Arc::clone(&quit), updates: Some(updates) };
-        handles.push(
+        handles.handles.push(
             std::thread::Builder::new()
                 .name(format!("pmd{pmd_idx}"))
                 .spawn(move || pmd::run(setup))
@@ -195,7 +197,7 @@ fn run() -> Result<()> {
             }
             neigh.update(&seen, Instant::now());
         }
-        if handles.iter().any(std::thread::JoinHandle::is_finished) {
+        if handles.handles.iter().any(std::thread::JoinHandle::is_finished) {
             break; // a PMD failed; the join below reports it
         }
         let total = sum(&shared.iter().map(|s| s.snapshot()).collect::<Vec<_>>());
@@ -227,7 +229,7 @@ fn run() -> Result<()> {
     drop(node);
     let mut finals = Vec::new();
     let mut failed = None;
-    for h in handles {
+    for h in std::mem::take(&mut handles.handles) {
         match h.join() {
             Ok(Ok(c)) => finals.push(c),
             Ok(Err(e)) => failed = Some(e),
@@ -254,6 +256,21 @@ fn run() -> Result<()> {
         bail!("{e}");
     }
     Ok(())
+}
+
+/// The PMD threads: stopped and joined when dropped.
+struct PmdThreads {
+    quit: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<Result<Counters, String>>>,
+}
+
+impl Drop for PmdThreads {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 fn rates(ports: &PortSet, a: &Counters, b: &Counters, dt: f64) -> String {
