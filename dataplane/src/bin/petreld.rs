@@ -15,8 +15,10 @@ use clap::Parser;
 use petrel_dataplane::config::{Cli, Plan};
 use petrel_dataplane::ctl::server::{serve, SocketOpts};
 use petrel_dataplane::drop::DropReason;
+use petrel_dataplane::featurectl::FeatureCtl;
 use petrel_dataplane::mbuf::Mempool;
 use petrel_dataplane::node::PetreldNode;
+use petrel_dataplane::pmd::features::{Features, FeaturesHandle, FeaturesShared};
 use petrel_dataplane::pmd::fwd::Engine;
 use petrel_dataplane::pmd::stats::{sum, Counters, PortCounters, SharedStats};
 use petrel_dataplane::pmd::{self, PmdSetup};
@@ -97,12 +99,17 @@ fn run() -> Result<()> {
     // no PMD still polls when the ports, the pool and EAL go away.
     let mut handles = PmdThreads { quit: Arc::clone(&quit), handles: Vec::new() };
     let mut links = Vec::new();
+    let mut features = Vec::new();
     for (pmd_idx, &core) in plan.pmd_cores.iter().enumerate() {
         let (queues, rx) = ports.pmd_queues(pmd_idx);
         let mut engine = Engine::new(&plan, &queues, &macs, Arc::clone(&pool), eal.tsc_hz(), Some(Arc::clone(&tables)))
             .map_err(anyhow::Error::msg)?;
         let stats = Arc::new(SharedStats::new(plan.ports.len()));
         engine.set_learn(stats.learn());
+        let fh: FeaturesHandle = Arc::new(arc_swap::ArcSwap::from_pointee(Features::default()));
+        let fs = Arc::new(FeaturesShared::default());
+        engine.set_features(Arc::clone(&fh), Arc::clone(&fs));
+        features.push((fh, fs));
         let ring = Arc::new(NeighRing::default());
         engine.set_underlay(neigh.published(), Arc::clone(&ring));
         neigh_rings.push((ring, 0));
@@ -137,7 +144,8 @@ fn run() -> Result<()> {
             .with_underlay(
                 plan.uplinks.iter().map(|(i, s)| (plan.ports[*i].name.clone(), s.clone(), *i)).collect(),
                 neigh.published(),
-            ),
+            )
+            .with_features(FeatureCtl::new(Arc::clone(&ports), features, eal.tsc_hz())),
     );
     let ctl = match &plan.control_socket {
         Some(path) => {
