@@ -105,6 +105,8 @@ field() { /usr/bin/python3 -c "import json,sys; r=json.load(sys.stdin); print($1
 declare -A SOCK MAC IP
 for pod in pod1 pod2; do
     say "attach $pod: ip netns add petrel-demo-$pod; CNI_COMMAND=ADD petrel-cni"
+    # (A namespace left by an interrupted run is replaced.)
+    ip netns del "petrel-demo-$pod" 2>/dev/null || true
     ip netns add "petrel-demo-$pod"
     PODS+=("$pod")
     res=$(cni ADD "$pod") || { echo "$res"; exit 1; }

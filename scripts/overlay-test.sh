@@ -28,4 +28,9 @@ done
 if [[ -z ${OVERLAY_NETNS:-} ]]; then
     exec unshare --net env OVERLAY_NETNS=1 "$0" "$@"
 fi
-exec /usr/bin/python3 "$HERE/overlay/overlay_test.py" "$@"
+rc=0
+echo "== overlay over IPv4 (Petrel A, B; OVS C)"
+/usr/bin/python3 "$HERE/overlay/overlay_test.py" "$@" || rc=$?
+echo "== overlay over IPv6 (Petrel A, B: tunnel endpoints fd00:50::1, ::2; Neighbor Discovery by petreld)"
+/usr/bin/python3 "$HERE/overlay/overlay_test.py" --ipv6 "$@" || rc=$?
+exit "$rc"

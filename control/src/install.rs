@@ -70,6 +70,8 @@ pub struct Installer {
     /// when the compiler reused them).
     last_snap: Option<(Snapshot, Vec<Refusal>)>,
     stats: InstallStats,
+    /// OVN's port policers handed to petreld (`crate::qos`).
+    qos: crate::qos::QosSync,
     metrics: Option<crate::metrics::Metrics>,
 }
 
@@ -93,6 +95,7 @@ impl Installer {
             last: None,
             last_snap: None,
             stats: InstallStats::default(),
+            qos: crate::qos::QosSync::default(),
             metrics: None,
         }
     }
@@ -112,7 +115,27 @@ impl Installer {
             last: None,
             last_snap: None,
             stats: InstallStats::default(),
+            qos: crate::qos::QosSync::default(),
             metrics: None,
+        }
+    }
+
+    /// Hands OVN's port policers to petreld if they changed (or petreld
+    /// restarted). Not part of "tables in force": a failure is retried at
+    /// the next install.
+    fn sync_qos(&mut self, replica: &Replica, view: &DpView) {
+        let Some(socket) = &self.socket else { return };
+        let want = crate::qos::ovn_port_qos(replica, &view.ports);
+        if self.client.is_none() {
+            if let Ok(c) = Client::connect_timeout(socket, CLIENT_NAME, TIMEOUT) {
+                self.client = Some(c);
+            }
+        }
+        if let Some(c) = self.client.as_mut() {
+            let instance = c.hello().instance.clone();
+            if self.qos.sync(c, &instance, want).is_err() {
+                self.client = None;
+            }
         }
     }
 
@@ -147,6 +170,7 @@ impl Installer {
                     .collect(),
             },
         };
+        self.sync_qos(replica, &view);
         let mut local = LocalPorts::default();
         for (idx, name, iface) in &view.ports {
             if let Some(i) = iface.as_deref().filter(|s| !s.is_empty()) {

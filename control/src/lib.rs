@@ -23,8 +23,10 @@
 
 pub mod chassis;
 pub mod dataplane;
+pub mod features_cli;
 pub mod install;
 pub mod lflow;
 pub mod metrics;
 pub mod ovsdb;
+pub mod qos;
 pub mod sb;

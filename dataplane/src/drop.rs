@@ -165,4 +165,8 @@ drop_reasons! {
     GenerateNotApplicable => "generate_not_applicable",
     /// The packet was answered with a generated packet and went nowhere else (consumed, as by pinctrl).
     Generated => "generated",
+
+    // ---- QoS (qos/, pmd/fwd/ext.rs) ----
+    /// Over a port's policer (ingress: sent by the port; egress: to be sent to it).
+    QosPoliced => "qos_policed",
 }

@@ -20,15 +20,19 @@
 
 pub mod action;
 pub mod buf;
+pub mod capture;
 pub mod ctl;
 pub mod drop;
 pub mod flow;
 pub mod metrics;
+pub mod qos;
 pub mod table;
 pub mod wire;
 
 #[cfg(feature = "dpdk")]
 pub mod config;
+#[cfg(feature = "dpdk")]
+pub mod featurectl;
 #[cfg(feature = "dpdk")]
 #[allow(unsafe_code)]
 pub mod mbuf;

@@ -35,6 +35,8 @@ pub struct PetreldNode {
     learn_cursors: Mutex<Vec<u64>>,
     start: Instant,
     tsc_hz: u64,
+    /// Policers, mirrors and capture (`None`: refused).
+    features: Option<Arc<crate::featurectl::FeatureCtl>>,
     /// The log filter `log_level` reads and replaces, if any.
     log: Option<petrel_obs::logging::LogControl>,
     /// Tunnel endpoints (name, spec, slot) and the neighbour table.
@@ -61,6 +63,7 @@ impl PetreldNode {
             learn_cursors: Mutex::new(Vec::new()),
             start: Instant::now(),
             tsc_hz,
+            features: None,
             log: None,
             underlay: Vec::new(),
             neighbors: None,
@@ -103,6 +106,16 @@ impl PetreldNode {
                 }
             })
             .collect()
+    }
+
+    /// Serves `qos`, `mirror` and `capture` requests through `f`.
+    pub fn with_features(mut self, f: Arc<crate::featurectl::FeatureCtl>) -> Self {
+        self.features = Some(f);
+        self
+    }
+
+    fn features(&self) -> Result<&crate::featurectl::FeatureCtl, ErrorReply> {
+        self.features.as_deref().ok_or_else(|| ErrorReply::rejected("this petreld has no per-port features"))
     }
 
     fn per_pmd(&self) -> Vec<Counters> {
@@ -230,6 +243,9 @@ impl Node for PetreldNode {
 
     fn add_port(&self, spec: &str) -> Result<PortInfo, ErrorReply> {
         let (slot, entry) = self.ports.add(spec).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
+        if let Some(f) = &self.features {
+            f.republish();
+        }
         let total = sum(&self.per_pmd());
         Ok(port_info(&self.tables.load(), slot, &entry, &total))
     }
@@ -253,6 +269,10 @@ impl Node for PetreldNode {
         let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
         self.ports.removable(name).map_err(|e| ErrorReply::rejected(format!("{e:#}")))?;
         let before = self.tables.load();
+        if let Some(f) = &self.features {
+            // Policers, mirrors and captures of (and to) the port stop first.
+            f.forget(name);
+        }
         if let Some(s) = self.without_port(slot) {
             publish(&self.tables, s).map_err(|e| ErrorReply::rejected(e.to_string()))?;
         }
@@ -266,6 +286,24 @@ impl Node for PetreldNode {
         };
         let total = sum(&self.per_pmd());
         Ok(port_info(&self.tables.load(), slot, &entry, &total))
+    }
+
+    fn qos(&self, req: crate::ctl::features::QosRequest) -> Result<crate::ctl::features::QosReply, ErrorReply> {
+        self.features()?.qos(req)
+    }
+
+    fn mirror(
+        &self,
+        req: crate::ctl::features::MirrorRequest,
+    ) -> Result<crate::ctl::features::MirrorReply, ErrorReply> {
+        self.features()?.mirror(req)
+    }
+
+    fn capture(
+        &self,
+        req: crate::ctl::features::CaptureRequest,
+    ) -> Result<crate::ctl::features::CaptureReply, ErrorReply> {
+        self.features()?.capture(req)
     }
 
     fn stats(&self) -> StatsReply {

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use petrel_control::features_cli;
 use petrel_dataplane::ctl::proto::SnapshotMsg;
 use petrel_dataplane::ctl::{render, Client, ClientError, DEFAULT_SOCKET};
 use serde::Serialize;
@@ -122,6 +123,14 @@ enum Cmd {
         /// Port name.
         name: String,
     },
+    /// Port policers (token buckets): set, clear, show.
+    #[command(subcommand)]
+    Qos(features_cli::QosCmd),
+    /// Local port mirrors: add, del, list.
+    #[command(subcommand)]
+    Mirror(features_cli::MirrorCmd),
+    /// Write a pcap of a port's traffic (`-w -` for `| tcpdump -r -`).
+    Capture(features_cli::CaptureArgs),
     /// Print petreld's log filter, or replace it (at once, until the next
     /// change or a restart).
     #[command(
@@ -194,6 +203,13 @@ fn run(args: &Args) -> Result<String, ClientError> {
             };
             let p = c.add_port(&spec)?;
             out(j, &p, |p| format!("added port {} (index {}): {}\n", p.name, p.index, p.kind))
+        }
+        Cmd::Qos(q) => features_cli::qos(&mut c, j, q),
+        Cmd::Mirror(m) => features_cli::mirror(&mut c, j, m),
+        Cmd::Capture(a) => {
+            let summary = features_cli::capture(&mut c, a)?;
+            eprint!("{summary}");
+            Ok(String::new())
         }
         Cmd::LogLevel { filter } => out(j, &c.log_level(filter.as_deref())?, |r| match &r.previous {
             Some(p) => format!("log filter: {} (was {p})\n", r.filter),

@@ -429,6 +429,15 @@ mod tests {
     }
 
     #[test]
+    fn dscp_marking_of_ls_in_qos_mark() {
+        // ovn-northd 23.03, build_lswitch_qos: an NB QoS row with `dscp=46`.
+        let a = run("ip.dscp = 46; next;", 12, false).unwrap();
+        assert_eq!(a.first(), Some(&Action::Set { field: Field::IpTos, value: 46 << 2, mask: 0xfc }), "{a:?}");
+        // Its meter (`bandwidth=...`) is refused, not approximated.
+        assert!(run("set_meter(1000, 100); next;", 13, false).is_err());
+    }
+
+    #[test]
     fn nd_na_of_ls_in_arp_rsp() {
         // ovn-northd 23.03, build_lswitch_arp_nd_responder_known_ips.
         let a = run(

@@ -779,14 +779,19 @@ impl Compiler {
                 templates: templates.clone(),
                 ..NameState::default()
             };
-            let localnet: Option<&PortBinding> = ports.iter().copied().find(|p| p.r#type == "localnet");
-            // Remote ports of a switch with a localnet port bridged here are
-            // reached through it (physical.c), not by tunnel.
-            let localnet_binding = localnet.and_then(|ln| {
-                let net = ln.options.get("network_name")?;
-                local.networks.get(net)?;
-                Some(Binding::ViaLocalnet { localnet: key32(ln.tunnel_key) })
-            });
+            // The switch's localnet port bridged here, if any (with several,
+            // the one whose network is mapped on this chassis): every port
+            // that is not local is reached through it (physical.c
+            // PORT_LOCALNET, whatever chassis the port is on, if any), not
+            // by tunnel.
+            let localnet_binding = ports
+                .iter()
+                .copied()
+                .find(|p| {
+                    p.r#type == "localnet"
+                        && p.options.get("network_name").is_some_and(|n| local.networks.contains_key(n))
+                })
+                .map(|ln| Binding::ViaLocalnet { localnet: key32(ln.tunnel_key) });
             let mut in_ps = Vec::new();
             let mut in_ps_nd = Vec::new();
             let mut out_ps = Vec::new();
@@ -822,6 +827,7 @@ impl Compiler {
                                     names.resident.insert(pb.logical_port.clone());
                                     Some(Binding::Local { port: idx, vlan: Some(tag) })
                                 }
+                                _ if localnet_binding.is_some() && pb.additional_chassis.is_empty() => localnet_binding,
                                 _ => pb
                                     .chassis
                                     .and_then(|c| chassis_index.get(&c))
@@ -838,9 +844,14 @@ impl Compiler {
                             Some(Binding::Local { port: *idx, vlan: None })
                         } else {
                             match pb.chassis.and_then(|c| chassis_index.get(&c)) {
-                                Some(_) if localnet_binding.is_some() => localnet_binding,
-                                Some(c) => Some(Binding::Remote { chassis: *c }),
-                                None => None,
+                                _ if localnet_binding.is_some()
+                                    && pb.r#type != "localport"
+                                    && pb.additional_chassis.is_empty() =>
+                                {
+                                    localnet_binding
+                                }
+                                Some(c) if pb.r#type != "localport" => Some(Binding::Remote { chassis: *c }),
+                                _ => None,
                             }
                         }
                     }

@@ -15,8 +15,10 @@ use clap::Parser;
 use petrel_dataplane::config::{Cli, Plan};
 use petrel_dataplane::ctl::server::{serve, SocketOpts};
 use petrel_dataplane::drop::DropReason;
+use petrel_dataplane::featurectl::FeatureCtl;
 use petrel_dataplane::mbuf::Mempool;
 use petrel_dataplane::node::PetreldNode;
+use petrel_dataplane::pmd::features::{Features, FeaturesHandle, FeaturesShared};
 use petrel_dataplane::pmd::fwd::Engine;
 use petrel_dataplane::pmd::stats::{sum, Counters, PortCounters, SharedStats};
 use petrel_dataplane::pmd::{self, PmdSetup};
@@ -93,14 +95,21 @@ fn run() -> Result<()> {
     let mut neigh = NeighTable::new(&plan.neighbors);
     let mut neigh_rings: Vec<(Arc<NeighRing>, u64)> = Vec::new();
     let mut shared = Vec::new();
-    let mut handles = Vec::new();
+    // Joined on every way out of `run` (an error after this point too), so
+    // no PMD still polls when the ports, the pool and EAL go away.
+    let mut handles = PmdThreads { quit: Arc::clone(&quit), handles: Vec::new() };
     let mut links = Vec::new();
+    let mut features = Vec::new();
     for (pmd_idx, &core) in plan.pmd_cores.iter().enumerate() {
         let (queues, rx) = ports.pmd_queues(pmd_idx);
         let mut engine = Engine::new(&plan, &queues, &macs, Arc::clone(&pool), eal.tsc_hz(), Some(Arc::clone(&tables)))
             .map_err(anyhow::Error::msg)?;
         let stats = Arc::new(SharedStats::new(plan.ports.len()));
         engine.set_learn(stats.learn());
+        let fh: FeaturesHandle = Arc::new(arc_swap::ArcSwap::from_pointee(Features::default()));
+        let fs = Arc::new(FeaturesShared::default());
+        engine.set_features(Arc::clone(&fh), Arc::clone(&fs));
+        features.push((fh, fs));
         let ring = Arc::new(NeighRing::default());
         engine.set_underlay(neigh.published(), Arc::clone(&ring));
         neigh_rings.push((ring, 0));
@@ -109,7 +118,7 @@ fn run() -> Result<()> {
         links.push(link);
         let setup =
             PmdSetup { index: pmd_idx, core, rx, engine, stats, quit: Arc::clone(&quit), updates: Some(updates) };
-        handles.push(
+        handles.handles.push(
             std::thread::Builder::new()
                 .name(format!("pmd{pmd_idx}"))
                 .spawn(move || pmd::run(setup))
@@ -135,7 +144,8 @@ fn run() -> Result<()> {
             .with_underlay(
                 plan.uplinks.iter().map(|(i, s)| (plan.ports[*i].name.clone(), s.clone(), *i)).collect(),
                 neigh.published(),
-            ),
+            )
+            .with_features(FeatureCtl::new(Arc::clone(&ports), features, eal.tsc_hz())),
     );
     let ctl = match &plan.control_socket {
         Some(path) => {
@@ -187,7 +197,7 @@ fn run() -> Result<()> {
             }
             neigh.update(&seen, Instant::now());
         }
-        if handles.iter().any(std::thread::JoinHandle::is_finished) {
+        if handles.handles.iter().any(std::thread::JoinHandle::is_finished) {
             break; // a PMD failed; the join below reports it
         }
         let total = sum(&shared.iter().map(|s| s.snapshot()).collect::<Vec<_>>());
@@ -219,7 +229,7 @@ fn run() -> Result<()> {
     drop(node);
     let mut finals = Vec::new();
     let mut failed = None;
-    for h in handles {
+    for h in std::mem::take(&mut handles.handles) {
         match h.join() {
             Ok(Ok(c)) => finals.push(c),
             Ok(Err(e)) => failed = Some(e),
@@ -246,6 +256,21 @@ fn run() -> Result<()> {
         bail!("{e}");
     }
     Ok(())
+}
+
+/// The PMD threads: stopped and joined when dropped.
+struct PmdThreads {
+    quit: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<Result<Counters, String>>>,
+}
+
+impl Drop for PmdThreads {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 fn rates(ports: &PortSet, a: &Counters, b: &Counters, dt: f64) -> String {

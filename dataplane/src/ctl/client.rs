@@ -264,6 +264,42 @@ impl Client {
         }
     }
 
+    /// A `qos` request (policers).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn qos(&mut self, r: super::features::QosRequest) -> Result<super::features::QosReply, ClientError> {
+        match self.call(Request::Qos(r))? {
+            Reply::Qos(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A `mirror` request.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn mirror(&mut self, r: super::features::MirrorRequest) -> Result<super::features::MirrorReply, ClientError> {
+        match self.call(Request::Mirror(r))? {
+            Reply::Mirrors(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A `capture` request.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn capture(
+        &mut self,
+        r: super::features::CaptureRequest,
+    ) -> Result<super::features::CaptureReply, ClientError> {
+        match self.call(Request::Capture(r))? {
+            Reply::Capture(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The server's log filter, after replacing it with `filter` if given.
     ///
     /// # Errors

@@ -16,6 +16,7 @@
 //! here runs on a PMD thread.
 
 pub mod client;
+pub mod features;
 pub mod microflow;
 pub mod proto;
 pub mod render;

@@ -224,6 +224,12 @@ pub enum Request {
         /// Port name.
         name: String,
     },
+    /// Port policers: set, clear, show, or petrel-ovn's sync.
+    Qos(super::features::QosRequest),
+    /// Local port mirrors: add, del, list.
+    Mirror(super::features::MirrorRequest),
+    /// Packet capture sessions: start, read, stop.
+    Capture(super::features::CaptureRequest),
     /// Reads or replaces the log filter; the reply is the filter in force.
     LogLevel {
         /// The new filter (`debug`, `petrel_vhost_user=debug,info`: see
@@ -248,6 +254,9 @@ pub const REQUEST_TYPES: &[&str] = &[
     "learned",
     "add_port",
     "del_port",
+    "qos",
+    "mirror",
+    "capture",
     "log_level",
 ];
 
@@ -309,6 +318,12 @@ pub enum Reply {
     Learned(Vec<LearnedMsg>),
     /// To [`Request::AddPort`] and [`Request::DelPort`].
     Port(PortInfo),
+    /// To [`Request::Qos`].
+    Qos(super::features::QosReply),
+    /// To [`Request::Mirror`].
+    Mirrors(super::features::MirrorReply),
+    /// To [`Request::Capture`].
+    Capture(super::features::CaptureReply),
     /// To [`Request::LogLevel`].
     LogLevel(LogLevelReply),
 }

@@ -98,6 +98,30 @@ pub trait Node: Send + Sync + 'static {
     fn del_port(&self, name: &str) -> Result<PortInfo, ErrorReply> {
         Err(ErrorReply::not_found(format!("no port {name:?}")))
     }
+    /// Port policers.
+    ///
+    /// # Errors
+    /// Unknown port, invalid rate.
+    fn qos(&self, req: super::features::QosRequest) -> Result<super::features::QosReply, ErrorReply> {
+        let _ = req;
+        Err(ErrorReply::rejected("this server has no QoS"))
+    }
+    /// Local port mirrors.
+    ///
+    /// # Errors
+    /// Unknown port, a mirror onto itself.
+    fn mirror(&self, req: super::features::MirrorRequest) -> Result<super::features::MirrorReply, ErrorReply> {
+        let _ = req;
+        Err(ErrorReply::rejected("this server has no mirrors"))
+    }
+    /// Packet capture.
+    ///
+    /// # Errors
+    /// Unknown port or session.
+    fn capture(&self, req: super::features::CaptureRequest) -> Result<super::features::CaptureReply, ErrorReply> {
+        let _ = req;
+        Err(ErrorReply::rejected("this server cannot capture"))
+    }
     /// The log filter in force, after replacing it with `filter` if given.
     ///
     /// # Errors
@@ -496,6 +520,9 @@ fn dispatch(ctx: &Ctx, req: Request) -> (Response, bool) {
             Request::Learned => Reply::Learned(node.learned()),
             Request::AddPort { spec } => Reply::Port(node.add_port(&spec)?),
             Request::DelPort { name } => Reply::Port(node.del_port(&name)?),
+            Request::Qos(r) => Reply::Qos(node.qos(r)?),
+            Request::Mirror(r) => Reply::Mirrors(node.mirror(r)?),
+            Request::Capture(r) => Reply::Capture(node.capture(r)?),
             Request::LogLevel { filter } => Reply::LogLevel(node.log_level(filter.as_deref())?),
         })
     }));

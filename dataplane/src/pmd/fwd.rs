@@ -39,6 +39,8 @@ use crate::wire::ChecksumCaps;
 use super::mactable::MacTable;
 use super::stats::Counters;
 
+mod ext;
+
 /// Capacity of a port's tx batch: two bursts, so a full burst can be queued
 /// behind a partial one without flushing mid-burst.
 const TX_BATCH: usize = 2 * BURST;
@@ -125,6 +127,8 @@ pub struct Engine {
     outcome: Outcome,
     /// Where `put_fdb` learning goes (shared with the control thread).
     learn: Arc<super::learn::LearnRing>,
+    /// Policers, mirrors and capture (`ext.rs`).
+    ext: ext::Ext,
     /// OVN tunnel uplinks (the node's tunnel IPs).
     uplinks: Vec<Uplink>,
     /// The neighbour table (published by the main thread) and this PMD's copy.
@@ -272,6 +276,7 @@ impl Engine {
             flow_cache: Some(FlowCache::new(FLOW_CACHE_ENTRIES)),
             outcome: Outcome::default(),
             learn: Arc::default(),
+            ext: ext::Ext::new(),
             uplinks,
             neighbors: None,
             neigh: Arc::default(),
@@ -333,6 +338,7 @@ impl Engine {
         };
         self.tx[index].q = q;
         self.counters.ports[index] = super::stats::PortCounters::default();
+        self.ext.reset_port(index);
         Ok(())
     }
 
@@ -362,6 +368,7 @@ impl Engine {
             self.counters.cache_hits = c.n_hit();
             self.counters.cache_misses = c.n_miss();
         }
+        self.ext.publish();
         &self.counters
     }
 
@@ -408,9 +415,14 @@ impl Engine {
         self.counters.rx_bursts += 1;
         self.counters.rx_packets += n as u64;
         self.refresh_tables();
+        self.ext.refresh(now);
         if let Some(o) = self.ports[port].raw_xconnect {
-            return self.wire_burst(port, o, burst, now);
+            if self.ext_plain(port, o) {
+                return self.wire_burst(port, o, burst, now);
+            }
+            return self.wire_burst_ext(port, o, burst, now);
         }
+        let rx_ext = self.ext.flags(port) & super::features::F_RX != 0;
         const PREFETCH: usize = 3;
         for i in 0..n.min(PREFETCH) {
             if let Some(m) = burst.get(i) {
@@ -422,6 +434,12 @@ impl Engine {
                 m.prefetch_data();
             }
             if let Some(m) = burst.take(i) {
+                if rx_ext {
+                    if let Some(m) = self.ext_rx(port, m, now) {
+                        self.process(port, m, now);
+                    }
+                    continue;
+                }
                 self.process(port, m, now);
             }
         }
@@ -973,8 +991,20 @@ impl Engine {
         }
     }
 
+    /// Queues `m` for port `o`, through the port's send-side features.
     #[inline]
     fn enqueue(&mut self, o: usize, m: Mbuf, now: u64) {
+        if self.ext.flags(o) & super::features::F_TX != 0 {
+            if let Some(m) = self.ext_tx(o, m, now, true) {
+                self.enqueue_raw(o, m, now);
+            }
+            return;
+        }
+        self.enqueue_raw(o, m, now);
+    }
+
+    #[inline]
+    fn enqueue_raw(&mut self, o: usize, m: Mbuf, now: u64) {
         if self.tx[o].pending.room() == 0 {
             self.flush(o);
         }

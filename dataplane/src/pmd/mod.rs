@@ -17,6 +17,7 @@
 //! PMD's acknowledgement before it closes a removed port's device, and
 //! before it reports an added port as polled.
 
+pub mod features;
 pub mod fwd;
 pub mod learn;
 pub mod mactable;

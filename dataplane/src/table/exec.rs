@@ -418,10 +418,8 @@ impl<T: Tracer> Walk<'_, T> {
             }
             Some(Binding::Refused) => self.drop(DropReason::Unsupported, depth),
             Some(Binding::ViaLocalnet { localnet }) => {
-                if from_tunnel {
-                    return self.drop(DropReason::NoBinding, depth);
-                }
-                // physical.c table 38: the outport becomes the localnet port.
+                // physical.c table 40 (where tunnel traffic enters too): the
+                // outport becomes the localnet port.
                 key.meta.regs[REG_OUTPORT] = *localnet;
                 match dp.ports.get(localnet) {
                     Some(Binding::Localnet { .. }) => self.egress(dp, key, depth + 1),

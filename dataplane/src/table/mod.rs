@@ -414,7 +414,7 @@ pub enum Binding {
         /// VLAN tag of the physical network, if any.
         vlan: Option<u16>,
     },
-    /// On another chassis, on a switch with a localnet port: reached
+    /// Not here, on a switch with a localnet port bridged here: reached
     /// through the localnet port, as ovn-controller's physical.c does (the
     /// outport becomes the localnet port, whose egress pipeline and
     /// loopback check then apply; floods skip it, the localnet port's own

@@ -431,3 +431,42 @@ fn validate_refuses_jumps_outside_generated_packets() {
     dp.egress.stages[0] = Arc::new(Stage::new("x", vec![Rule::new(0, &[], vec![g], 1)]));
     assert!(matches!(s.validate(), Err(SnapshotError::BadJump(..))), "egress has one stage");
 }
+
+/// The switch with a localnet port (key 6, uplink 2, VLAN 100) bridged
+/// here: ports 3-5 (on other chassis) are reached through it.
+fn switch_with_localnet() -> Snapshot {
+    let mut s = switch();
+    let dp = Arc::make_mut(s.datapaths.get_mut(&1).unwrap());
+    for k in [3, 4, 5] {
+        dp.ports.insert(k, Binding::ViaLocalnet { localnet: 6 });
+    }
+    dp.ports.insert(6, Binding::Localnet { uplink: 2, vlan: Some(100) });
+    dp.groups.insert(FLOOD, Arc::from(vec![1, 2, 3, 4, 5, 6]));
+    s.vlan_ports.insert((2, 100), LocalPort { datapath: 1, port: 6 });
+    s.validate().unwrap();
+    s
+}
+
+#[test]
+fn remote_ports_behind_a_localnet_port_are_reached_through_it_once() {
+    let s = switch_with_localnet();
+    let mut o = Outcome::default();
+    // Unicast to a remote port: out of the localnet port, its key as outport.
+    run_from_port(&s, 1, &flow(MAC2, MAC3), &mut o, &mut NoTrace);
+    assert_eq!(targets(&o), vec![Target::Localnet { uplink: 2, vlan: Some(100) }]);
+    assert_eq!(o.emits()[0].key.outport(), 6, "the egress pipeline runs for the localnet port");
+    // A flood: the localnet port once, no tunnel, no copy per remote port.
+    run_from_port(&s, 0, &flow(MAC1, 0xffff_ffff_ffff), &mut o, &mut NoTrace);
+    assert_eq!(
+        targets(&o),
+        vec![Target::Local { port: 1, vlan: Some(7) }, Target::Localnet { uplink: 2, vlan: Some(100) }]
+    );
+    // Entering as the localnet port with a remote outport: back out of it
+    // is a loop (the deliver step is the same as from a tunnel's keys).
+    run_from_tunnel(&s, 1, 6, 3, &flow(MAC2, MAC3), &mut o, &mut NoTrace);
+    assert!(o.is_drop(), "inport 6 to outport 3 = localnet 6: loopback");
+    assert_eq!(o.drop, Some(DropReason::Loopback));
+    // From a tunnel to a remote port: out of the localnet port (table 40).
+    run_from_tunnel(&s, 1, 1, 4, &flow(MAC1, MAC3), &mut o, &mut NoTrace);
+    assert_eq!(targets(&o), vec![Target::Localnet { uplink: 2, vlan: Some(100) }]);
+}

@@ -15,6 +15,9 @@ use std::time::Duration;
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use serde_json::Value;
 
+#[cfg(feature = "dpdk")]
+pub mod pods;
+
 /// `pcap-fixtures/` at the workspace root.
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures")

@@ -1,0 +1,342 @@
+//! Control-protocol messages of the per-port features: QoS policers
+//! (`qos`), local mirrors (`mirror`) and capture (`capture`), and their
+//! `petrelctl` text.
+//!
+//! Each is one request type with a sub-command, so the protocol grows by
+//! three request names only. QoS has two sources, merged per direction:
+//! what an operator set (`petrelctl qos set`, source `ctl`) wins over what
+//! petrel-ovn derived from the Southbound (`Port_Binding.options:
+//! qos_max_rate`/`qos_burst`, source `ovn`, replaced as a whole by
+//! [`QosRequest::Sync`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::Dir;
+use crate::qos::{PortQos, RateSpec, Unit};
+
+/// Who configured a policer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QosSource {
+    /// An operator, through `petrelctl`.
+    #[default]
+    Ctl,
+    /// petrel-ovn, from the Southbound.
+    Ovn,
+}
+
+/// Which side of a port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// What the port sends petreld (a pod's transmit).
+    Ingress,
+    /// What petreld sends the port (a pod's receive).
+    Egress,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl Direction {
+    /// (ingress, egress).
+    pub fn sides(self) -> (bool, bool) {
+        match self {
+            Direction::Ingress => (true, false),
+            Direction::Egress => (false, true),
+            Direction::Both => (true, true),
+        }
+    }
+
+    /// `ingress`, `egress`, `both`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+            Direction::Both => "both",
+        }
+    }
+}
+
+/// A `qos` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum QosRequest {
+    /// Sets the given directions of a port's policers (others unchanged).
+    Set {
+        /// Port name.
+        port: String,
+        /// Directions to set (absent ones are left as they are).
+        qos: PortQos,
+    },
+    /// Clears a port's operator-set policers (the OVN ones then apply).
+    Clear {
+        /// Port name.
+        port: String,
+        /// Which side(s).
+        #[serde(default)]
+        direction: Direction,
+    },
+    /// The policers of every port.
+    Show,
+    /// Replaces every OVN-derived policer (petrel-ovn), by port name.
+    Sync {
+        /// Port name → its policers.
+        ports: BTreeMap<String, PortQos>,
+    },
+}
+
+/// One port's policers and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosPortInfo {
+    /// Port name.
+    pub port: String,
+    /// Port slot.
+    pub index: u16,
+    /// Set by an operator.
+    pub ctl: PortQos,
+    /// Derived from OVN.
+    pub ovn: PortQos,
+    /// In force (operator's per direction, else OVN's).
+    pub effective: PortQos,
+    /// PMDs sharing the ingress policer (each with its share of the rate).
+    pub ingress_pmds: usize,
+    /// PMDs sharing the egress policer.
+    pub egress_pmds: usize,
+    /// Packets dropped by the ingress policer.
+    pub ingress_policed: u64,
+    /// Their bytes.
+    pub ingress_policed_bytes: u64,
+    /// Packets dropped by the egress policer.
+    pub egress_policed: u64,
+    /// Their bytes.
+    pub egress_policed_bytes: u64,
+}
+
+/// Reply to a `qos` request: the ports with a policer (all ports' for
+/// `show`; the port's own for `set`/`clear`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosReply {
+    /// Ports with any policer.
+    pub ports: Vec<QosPortInfo>,
+}
+
+/// A `mirror` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MirrorRequest {
+    /// Copies `src`'s traffic to `dst`.
+    Add {
+        /// Mirrored port.
+        src: String,
+        /// Port the copies are sent to.
+        dst: String,
+        /// Which of `src`'s traffic.
+        #[serde(default)]
+        direction: Direction,
+    },
+    /// Removes the mirrors of `src` (to `dst` only, if given).
+    Del {
+        /// Mirrored port.
+        src: String,
+        /// Only the mirror to this port.
+        #[serde(default)]
+        dst: Option<String>,
+    },
+    /// Lists the mirrors.
+    List,
+}
+
+/// A local mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorInfo {
+    /// Mirrored port.
+    pub src: String,
+    /// Destination port.
+    pub dst: String,
+    /// Which of `src`'s traffic.
+    pub direction: Direction,
+}
+
+/// Reply to a `mirror` request: the mirrors now in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorReply {
+    /// Mirrors.
+    pub mirrors: Vec<MirrorInfo>,
+    /// Per mirrored port: copies made, copies that found no mbuf.
+    pub copies: BTreeMap<String, (u64, u64)>,
+}
+
+/// A `capture` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CaptureRequest {
+    /// Starts capturing a port; the reply carries the session id.
+    Start {
+        /// Port name.
+        port: String,
+        /// Which side(s).
+        #[serde(default)]
+        direction: Direction,
+        /// Bytes kept of each frame (default and bound in [`crate::capture`]).
+        #[serde(default)]
+        snaplen: Option<usize>,
+    },
+    /// Takes up to `max` captured frames, waiting up to `wait_ms` for one.
+    Read {
+        /// Session.
+        id: u64,
+        /// Most frames in the reply.
+        max: usize,
+        /// Longest wait for the first frame, in ms (bounded by the server).
+        #[serde(default)]
+        wait_ms: u64,
+    },
+    /// Ends a session (also ended when not read for a while).
+    Stop {
+        /// Session.
+        id: u64,
+    },
+}
+
+/// A captured frame on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedMsg {
+    /// Nanoseconds since the Unix epoch.
+    pub ns: u64,
+    /// Direction as the port sees it.
+    pub dir: Dir,
+    /// Length on the wire.
+    pub orig_len: u32,
+    /// Captured bytes, hex.
+    pub data: String,
+}
+
+/// Reply to a `capture` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureReply {
+    /// Session.
+    pub id: u64,
+    /// Snap length.
+    pub snaplen: usize,
+    /// Frames, oldest first.
+    pub packets: Vec<CapturedMsg>,
+    /// Frames not captured so far because the rings were full.
+    pub dropped: u64,
+    /// The session is running.
+    pub active: bool,
+}
+
+/// Lower-case hex of `b`.
+pub fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// Bytes of a hex string.
+///
+/// # Errors
+/// An odd length or a non-hex digit.
+pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err("odd hex length".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("x"), 16).map_err(|e| format!("hex: {e}")))
+        .collect()
+}
+
+fn rate_text(r: &Option<RateSpec>) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) => {
+            let (u, b) = match r.unit {
+                Unit::Bits => ("bit/s", "bit"),
+                Unit::Packets => ("pkt/s", "pkt"),
+            };
+            format!("{} {u} burst {} {b}", r.rate, r.burst())
+        }
+    }
+}
+
+/// `petrelctl qos show`.
+pub fn render_qos(r: &QosReply) -> String {
+    let mut s = String::new();
+    if r.ports.is_empty() {
+        return "no policers\n".into();
+    }
+    for p in &r.ports {
+        let src = |e: &Option<RateSpec>, c: &Option<RateSpec>| if e.is_some() && e == c { "ctl" } else { "ovn" };
+        let _ = writeln!(s, "port {} (index {}):", p.port, p.index);
+        if p.effective.ingress.is_some() {
+            let _ = writeln!(
+                s,
+                "  ingress {} [{}, {} PMD(s)]  policed {} packets {} bytes",
+                rate_text(&p.effective.ingress),
+                src(&p.effective.ingress, &p.ctl.ingress),
+                p.ingress_pmds,
+                p.ingress_policed,
+                p.ingress_policed_bytes
+            );
+        }
+        if p.effective.egress.is_some() {
+            let _ = writeln!(
+                s,
+                "  egress  {} [{}, {} PMD(s)]  policed {} packets {} bytes",
+                rate_text(&p.effective.egress),
+                src(&p.effective.egress, &p.ctl.egress),
+                p.egress_pmds,
+                p.egress_policed,
+                p.egress_policed_bytes
+            );
+        }
+    }
+    s
+}
+
+/// `petrelctl mirror list`.
+pub fn render_mirrors(r: &MirrorReply) -> String {
+    if r.mirrors.is_empty() {
+        return "no mirrors\n".into();
+    }
+    let mut s = String::new();
+    for m in &r.mirrors {
+        let (n, f) = r.copies.get(&m.src).copied().unwrap_or_default();
+        let _ = writeln!(s, "{} -> {} ({})  copies {n} failed {f}", m.src, m.dst, m.direction.name());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn test_json_forms() {
+        let r = QosRequest::Set {
+            port: "p".into(),
+            qos: PortQos { ingress: Some(RateSpec { rate: 10, burst: None, unit: Unit::Bits }), egress: None },
+        };
+        let j = serde_json::to_string(&r).unwrap();
+        assert_eq!(j, r#"{"op":"set","port":"p","qos":{"ingress":{"rate":10,"unit":"bits"}}}"#);
+        assert_eq!(serde_json::from_str::<QosRequest>(&j).unwrap(), r);
+        let m: MirrorRequest = serde_json::from_str(r#"{"op":"add","src":"a","dst":"b"}"#).unwrap();
+        assert_eq!(m, MirrorRequest::Add { src: "a".into(), dst: "b".into(), direction: Direction::Both });
+    }
+
+    #[test]
+    fn test_hex_round_trip() {
+        let b: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&b)).unwrap(), b);
+        assert!(unhex("abc").is_err());
+        assert!(unhex("zz").is_err());
+    }
+}

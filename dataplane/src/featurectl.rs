@@ -1,0 +1,468 @@
+//! petreld's control side of the per-port features: keeps the policers,
+//! mirrors and capture sessions configured over the control socket, and
+//! publishes to each PMD the [`Features`] it applies.
+//!
+//! Runs on control-socket threads only. Every change rebuilds each PMD's
+//! `Features` from the whole configuration and swaps it in (RCU); the PMDs
+//! pick it up between bursts and keep their bucket state, so a change is
+//! live and loses no conforming packet.
+//!
+//! Configuration is by port *name*: a port removed loses its operator
+//! settings, mirrors and captures ([`FeatureCtl::forget`]); OVN's policers
+//! stay keyed by name and apply again if a port of that name comes back.
+//!
+//! How a policer is split between PMDs is documented in [`crate::qos`]:
+//! ingress between the PMDs polling one of the port's rx queues (the
+//! placement rule of [`crate::portset`]), egress between all PMDs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::capture::{CaptureRing, DEFAULT_SLOTS, DEFAULT_SNAPLEN};
+use crate::config::PortKind;
+use crate::ctl::features::{
+    hex, CaptureReply, CaptureRequest, CapturedMsg, Direction, MirrorInfo, MirrorReply, MirrorRequest, QosPortInfo,
+    QosReply, QosRequest,
+};
+use crate::ctl::proto::ErrorReply;
+use crate::pmd::features::{Features, FeaturesHandle, FeaturesShared, MAX_MIRRORS};
+use crate::port::eal::rdtsc;
+use crate::portset::{PortEntry, PortSet};
+use crate::qos::PortQos;
+
+/// A capture session not read for this long is stopped.
+pub const CAPTURE_IDLE: Duration = Duration::from_secs(10);
+/// Longest a `capture read` waits for a first frame.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Session {
+    port: String,
+    direction: Direction,
+    rings: Vec<Arc<CaptureRing>>,
+    /// Held while the rings are read: each ring has one reader at a time
+    /// (two clients reading one session take turns).
+    reader: Arc<Mutex<()>>,
+    snaplen: usize,
+    tsc0: u64,
+    ns0: u64,
+    last_read: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    qos_ctl: BTreeMap<String, PortQos>,
+    qos_ovn: BTreeMap<String, PortQos>,
+    mirrors: Vec<MirrorInfo>,
+    captures: BTreeMap<u64, Session>,
+    next_id: u64,
+}
+
+/// The features of a running petreld.
+#[derive(Debug)]
+pub struct FeatureCtl {
+    ports: Arc<PortSet>,
+    pmds: Vec<(FeaturesHandle, Arc<FeaturesShared>)>,
+    tsc_hz: u64,
+    state: Mutex<State>,
+}
+
+fn rejected(s: impl Into<String>) -> ErrorReply {
+    ErrorReply::rejected(s.into())
+}
+
+impl FeatureCtl {
+    /// Over these ports and the PMDs' handles (in PMD order); starts the
+    /// thread that stops abandoned capture sessions.
+    pub fn new(ports: Arc<PortSet>, pmds: Vec<(FeaturesHandle, Arc<FeaturesShared>)>, tsc_hz: u64) -> Arc<Self> {
+        let me = Arc::new(FeatureCtl { ports, pmds, tsc_hz, state: Mutex::new(State::default()) });
+        let weak = Arc::downgrade(&me);
+        let _ = std::thread::Builder::new().name("capture-reaper".into()).spawn(move || reaper(&weak));
+        me
+    }
+
+    fn n_pmd(&self) -> usize {
+        self.pmds.len().max(1)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, ErrorReply> {
+        self.state.lock().map_err(|_| rejected("feature state poisoned"))
+    }
+
+    /// The slot and entry of port `name`, if it can have features.
+    fn port(&self, name: &str) -> Result<(usize, PortEntry), ErrorReply> {
+        let slot = self.ports.index(name).ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
+        let e = self
+            .ports
+            .entries()
+            .get(slot)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| ErrorReply::not_found(format!("no port {name:?}")))?;
+        if matches!(e.spec.kind, PortKind::Geneve(_)) {
+            return Err(rejected(format!(
+                "port {name:?} is a Geneve tunnel: police, mirror or capture its uplink or the pods' ports"
+            )));
+        }
+        Ok((slot, e))
+    }
+
+    /// The PMDs polling an rx queue of `slot` (`portset`'s placement).
+    fn rx_pmds(&self, slot: usize, e: &PortEntry) -> Vec<usize> {
+        let n = self.n_pmd();
+        let mut v: Vec<usize> = match &e.spec.kind {
+            PortKind::Dpdk { .. } => vec![slot % n],
+            PortKind::VhostUser { queues, .. } => (0..usize::from(*queues).max(1)).map(|q| (slot + q) % n).collect(),
+            PortKind::Geneve(_) => Vec::new(),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Rebuilds and publishes every PMD's features.
+    fn publish(&self, st: &State) {
+        let entries = self.ports.entries();
+        let n = self.n_pmd();
+        let mut per_pmd: Vec<Features> = (0..self.pmds.len()).map(|_| Features::default()).collect();
+        let mut capture_dirs = vec![(false, false); per_pmd.first().map_or(0, |f| f.ports.len())];
+        let names: BTreeMap<&str, usize> = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (e.spec.name.as_str(), i)))
+            .filter(|(_, i)| *i < capture_dirs.len())
+            .collect();
+        for (&name, &slot) in &names {
+            let Some(Some(e)) = entries.get(slot) else { continue };
+            if matches!(e.spec.kind, PortKind::Geneve(_)) {
+                continue;
+            }
+            let q = effective(st, name);
+            let rx = self.rx_pmds(slot, e);
+            for (j, f) in per_pmd.iter_mut().enumerate() {
+                let pf = &mut f.ports[slot];
+                pf.police_rx = q.ingress.and_then(|r| {
+                    let k = rx.iter().position(|&p| p == j)?;
+                    r.profile(k, rx.len(), self.tsc_hz).ok()
+                });
+                pf.police_tx = q.egress.and_then(|r| r.profile(j, n, self.tsc_hz).ok());
+            }
+        }
+        for m in &st.mirrors {
+            let (Some(&s), Some(&d)) = (names.get(m.src.as_str()), names.get(m.dst.as_str())) else { continue };
+            let (rx, tx) = m.direction.sides();
+            let d = u16::try_from(d).unwrap_or(u16::MAX);
+            for f in &mut per_pmd {
+                let pf = &mut f.ports[s];
+                if rx && pf.mirror_rx.len() < MAX_MIRRORS {
+                    pf.mirror_rx.push(d);
+                }
+                if tx && pf.mirror_tx.len() < MAX_MIRRORS {
+                    pf.mirror_tx.push(d);
+                }
+            }
+        }
+        for c in st.captures.values() {
+            let Some(&s) = names.get(c.port.as_str()) else { continue };
+            capture_dirs[s] = c.direction.sides();
+            for (f, r) in per_pmd.iter_mut().zip(&c.rings) {
+                f.ports[s].capture = Some(Arc::clone(r));
+            }
+        }
+        for ((h, _), mut f) in self.pmds.iter().zip(per_pmd) {
+            f.seal(&capture_dirs);
+            h.store(Arc::new(f));
+        }
+    }
+
+    /// Republishes (after a port was added: settings by name may now apply).
+    pub fn republish(&self) {
+        if let Ok(st) = self.state.lock() {
+            self.publish(&st);
+        }
+    }
+
+    /// Drops what is configured on port `name` (it is being removed), and
+    /// has the PMDs stop applying it.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut st) = self.state.lock() {
+            st.qos_ctl.remove(name);
+            st.mirrors.retain(|m| m.src != name && m.dst != name);
+            st.captures.retain(|_, c| c.port != name);
+            self.publish(&st);
+        }
+    }
+
+    fn qos_info(&self, st: &State, name: &str) -> Option<QosPortInfo> {
+        let slot = self.ports.index(name)?;
+        let e = self.ports.entries().get(slot).cloned().flatten()?;
+        let ctl = st.qos_ctl.get(name).copied().unwrap_or_default();
+        let ovn = st.qos_ovn.get(name).copied().unwrap_or_default();
+        let effective = effective(st, name);
+        if effective.is_empty() && ctl.is_empty() && ovn.is_empty() {
+            return None;
+        }
+        let mut info = QosPortInfo {
+            port: name.to_owned(),
+            index: u16::try_from(slot).unwrap_or(u16::MAX),
+            ctl,
+            ovn,
+            effective,
+            ingress_pmds: if effective.ingress.is_some() { self.rx_pmds(slot, &e).len() } else { 0 },
+            egress_pmds: if effective.egress.is_some() { self.n_pmd() } else { 0 },
+            ..QosPortInfo::default()
+        };
+        for (_, sh) in &self.pmds {
+            let c = sh.port(slot);
+            info.ingress_policed += c.policed_rx;
+            info.ingress_policed_bytes += c.policed_rx_bytes;
+            info.egress_policed += c.policed_tx;
+            info.egress_policed_bytes += c.policed_tx_bytes;
+        }
+        Some(info)
+    }
+
+    /// A `qos` request.
+    ///
+    /// # Errors
+    /// Unknown port, a policer that cannot be split between the PMDs.
+    pub fn qos(&self, req: QosRequest) -> Result<QosReply, ErrorReply> {
+        let mut st = self.lock()?;
+        let only = match req {
+            QosRequest::Set { port, qos } => {
+                self.port(&port)?;
+                if qos.is_empty() {
+                    return Err(rejected("give --ingress-rate and/or --egress-rate"));
+                }
+                qos.validate(self.n_pmd()).map_err(|e| rejected(format!("port {port:?}: {e}")))?;
+                let cur = st.qos_ctl.entry(port.clone()).or_default();
+                if qos.ingress.is_some() {
+                    cur.ingress = qos.ingress;
+                }
+                if qos.egress.is_some() {
+                    cur.egress = qos.egress;
+                }
+                self.publish(&st);
+                Some(port)
+            }
+            QosRequest::Clear { port, direction } => {
+                self.port(&port)?;
+                let (i, e) = direction.sides();
+                if let Some(cur) = st.qos_ctl.get_mut(&port) {
+                    if i {
+                        cur.ingress = None;
+                    }
+                    if e {
+                        cur.egress = None;
+                    }
+                    if cur.is_empty() {
+                        st.qos_ctl.remove(&port);
+                    }
+                }
+                self.publish(&st);
+                Some(port)
+            }
+            QosRequest::Sync { ports } => {
+                // A policer OVN asks for that cannot be split between the
+                // PMDs (below 1 bit/s per PMD) is not applied.
+                let n = self.n_pmd();
+                st.qos_ovn = ports.into_iter().filter(|(_, q)| !q.is_empty() && q.validate(n).is_ok()).collect();
+                self.publish(&st);
+                None
+            }
+            QosRequest::Show => None,
+        };
+        let mut names: Vec<String> = st.qos_ctl.keys().chain(st.qos_ovn.keys()).cloned().collect();
+        names.sort();
+        names.dedup();
+        if let Some(p) = &only {
+            names.retain(|n| n == p);
+        }
+        Ok(QosReply { ports: names.iter().filter_map(|n| self.qos_info(&st, n)).collect() })
+    }
+
+    fn mirror_reply(&self, st: &State) -> MirrorReply {
+        let mut copies = BTreeMap::new();
+        for m in &st.mirrors {
+            if let Some(slot) = self.ports.index(&m.src) {
+                let (mut a, mut b) = (0, 0);
+                for (_, sh) in &self.pmds {
+                    let c = sh.port(slot);
+                    a += c.mirrored;
+                    b += c.mirror_failed;
+                }
+                copies.insert(m.src.clone(), (a, b));
+            }
+        }
+        MirrorReply { mirrors: st.mirrors.clone(), copies }
+    }
+
+    /// A `mirror` request.
+    ///
+    /// # Errors
+    /// Unknown port, a port mirrored to itself, too many mirrors.
+    pub fn mirror(&self, req: MirrorRequest) -> Result<MirrorReply, ErrorReply> {
+        let mut st = self.lock()?;
+        match req {
+            MirrorRequest::Add { src, dst, direction } => {
+                self.port(&src)?;
+                self.port(&dst)?;
+                if src == dst {
+                    return Err(rejected("a port cannot be mirrored to itself"));
+                }
+                st.mirrors.retain(|m| !(m.src == src && m.dst == dst));
+                let (rx, tx) = direction.sides();
+                let n = |want: bool, d: &dyn Fn(Direction) -> bool| {
+                    want && st.mirrors.iter().filter(|m| m.src == src && d(m.direction)).count() >= MAX_MIRRORS
+                };
+                if n(rx, &|d| d.sides().0) || n(tx, &|d| d.sides().1) {
+                    return Err(rejected(format!("port {src:?} has {MAX_MIRRORS} mirrors already")));
+                }
+                st.mirrors.push(MirrorInfo { src, dst, direction });
+            }
+            MirrorRequest::Del { src, dst } => {
+                let before = st.mirrors.len();
+                st.mirrors.retain(|m| !(m.src == src && dst.as_ref().is_none_or(|d| *d == m.dst)));
+                if st.mirrors.len() == before {
+                    return Err(ErrorReply::not_found(format!("no mirror of {src:?}")));
+                }
+            }
+            MirrorRequest::List => return Ok(self.mirror_reply(&st)),
+        }
+        self.publish(&st);
+        Ok(self.mirror_reply(&st))
+    }
+
+    /// A `capture` request.
+    ///
+    /// # Errors
+    /// Unknown port or session.
+    pub fn capture(&self, req: CaptureRequest) -> Result<CaptureReply, ErrorReply> {
+        match req {
+            CaptureRequest::Start { port, direction, snaplen } => {
+                self.port(&port)?;
+                let mut st = self.lock()?;
+                if st.captures.values().any(|c| c.port == port) {
+                    return Err(rejected(format!("port {port:?} is being captured already")));
+                }
+                let snaplen = snaplen.unwrap_or(DEFAULT_SNAPLEN);
+                let rings: Vec<_> =
+                    self.pmds.iter().map(|_| Arc::new(CaptureRing::new(DEFAULT_SLOTS, snaplen))).collect();
+                let snaplen = rings.first().map_or(snaplen, |r| r.snaplen());
+                st.next_id += 1;
+                let id = st.next_id;
+                let ns0 = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                st.captures.insert(
+                    id,
+                    Session {
+                        port,
+                        direction,
+                        rings,
+                        reader: Arc::default(),
+                        snaplen,
+                        tsc0: rdtsc(),
+                        ns0,
+                        last_read: Instant::now(),
+                    },
+                );
+                self.publish(&st);
+                Ok(CaptureReply { id, snaplen, active: true, ..CaptureReply::default() })
+            }
+            CaptureRequest::Read { id, max, wait_ms } => {
+                let (rings, reader, snaplen, tsc0, ns0) = {
+                    let mut st = self.lock()?;
+                    let s = st
+                        .captures
+                        .get_mut(&id)
+                        .ok_or_else(|| ErrorReply::not_found(format!("no capture session {id}")))?;
+                    s.last_read = Instant::now();
+                    (s.rings.clone(), Arc::clone(&s.reader), s.snaplen, s.tsc0, s.ns0)
+                };
+                let _one_reader = reader.lock().map_err(|_| rejected("capture reader poisoned"))?;
+                let deadline = Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
+                let max = max.max(1);
+                let mut got = Vec::new();
+                loop {
+                    // Fair share per PMD, then merged by time.
+                    let each = max.div_ceil(rings.len().max(1));
+                    for r in &rings {
+                        for _ in 0..each {
+                            match r.pop() {
+                                Some(x) => got.push(x),
+                                None => break,
+                            }
+                        }
+                    }
+                    if !got.is_empty() || Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                got.sort_by_key(|r| r.tsc);
+                let hz = u128::from(self.tsc_hz.max(1));
+                let packets = got
+                    .into_iter()
+                    .map(|r| {
+                        let dt = u128::from(r.tsc.saturating_sub(tsc0)) * 1_000_000_000 / hz;
+                        CapturedMsg {
+                            ns: ns0.saturating_add(u64::try_from(dt).unwrap_or(u64::MAX)),
+                            dir: r.dir,
+                            orig_len: r.orig_len,
+                            data: hex(&r.data),
+                        }
+                    })
+                    .collect();
+                Ok(CaptureReply {
+                    id,
+                    snaplen,
+                    packets,
+                    dropped: rings.iter().map(|r| r.n_dropped()).sum(),
+                    active: true,
+                })
+            }
+            CaptureRequest::Stop { id } => {
+                let mut st = self.lock()?;
+                let s =
+                    st.captures.remove(&id).ok_or_else(|| ErrorReply::not_found(format!("no capture session {id}")))?;
+                self.publish(&st);
+                Ok(CaptureReply {
+                    id,
+                    snaplen: s.snaplen,
+                    dropped: s.rings.iter().map(|r| r.n_dropped()).sum(),
+                    active: false,
+                    packets: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Stops sessions nobody read for [`CAPTURE_IDLE`].
+    fn reap(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            let before = st.captures.len();
+            st.captures.retain(|_, c| c.last_read.elapsed() < CAPTURE_IDLE);
+            if st.captures.len() != before {
+                self.publish(&st);
+            }
+        }
+    }
+}
+
+fn effective(st: &State, name: &str) -> PortQos {
+    let c = st.qos_ctl.get(name).copied().unwrap_or_default();
+    let o = st.qos_ovn.get(name).copied().unwrap_or_default();
+    PortQos { ingress: c.ingress.or(o.ingress), egress: c.egress.or(o.egress) }
+}
+
+fn reaper(me: &Weak<FeatureCtl>) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        match me.upgrade() {
+            Some(f) => f.reap(),
+            None => return,
+        }
+    }
+}
