@@ -47,7 +47,7 @@ run_with() {
     local sock log pid
     sock=$(mktemp -u /tmp/petrel-bench.XXXXXX.sock); log=$(mktemp /tmp/petrel-bench.XXXXXX.log)
     timeout -s INT $((DURATION + 4)) "$PETRELD" --eal-args "$EAL_COMMON -l $MAIN_CORE" --pmd-cores "$SUT_CORE" \
-        --control-socket "$sock" \
+        --control-socket "$sock" --ports-file none \
         --port "a=dpdk,devargs=net_null0,size=$SIZE" --port "b=dpdk,devargs=net_null1,size=$SIZE" \
         --port "m=dpdk,devargs=net_null2,size=$SIZE,no-rx=1" \
         --xconnect a:b --stats-interval 1 > "$log" 2>&1 &
