@@ -156,7 +156,7 @@ mkdir -p "$LOGS"
 RESULTS=$OUT/results.csv
 PIDS=()            # everything started here, by PID, in start order
 declare -A ROLE    # PID -> gen | sut | aux (for the placement check)
-ORIG_NR_HUGE=""
+ORIG_NR_HUGE="" ADDED_HUGE=0
 GEN_FD="" SUT_FD=""
 export OVS_RUNDIR=$RUN/ovs OVS_LOGDIR=$RUN/ovs OVS_DBDIR=$RUN/ovs
 export OVN_RUNDIR=$RUN/ovn OVN_LOGDIR=$RUN/ovn OVN_DBDIR=$RUN/ovn
@@ -203,7 +203,10 @@ on_exit() {
     local rc=$?
     trap - EXIT INT TERM
     stop_all
-    if [[ -n $ORIG_NR_HUGE ]]; then echo "$ORIG_NR_HUGE" >/proc/sys/vm/nr_hugepages 2>/dev/null || true; fi
+    # Give back only the pages added here: others may have grown the pool since.
+    if [[ -n $ORIG_NR_HUGE ]]; then
+        echo $(($(cat /proc/sys/vm/nr_hugepages) - ADDED_HUGE)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
+    fi
     rm -rf "$RUN"
     ((rc == 0)) || log "stopped (exit $rc); everything started here is gone; logs in $LOGS"
     exit "$rc"
@@ -226,11 +229,12 @@ need_pages=$(((GEN_MEM + SUT_MEM + 64) / 2))
 free_pages=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
 if ((free_pages < need_pages)); then
     ORIG_NR_HUGE=$(cat /proc/sys/vm/nr_hugepages)
-    echo $((ORIG_NR_HUGE + need_pages - free_pages)) >/proc/sys/vm/nr_hugepages
+    ADDED_HUGE=$((need_pages - free_pages))
+    echo $((ORIG_NR_HUGE + ADDED_HUGE)) >/proc/sys/vm/nr_hugepages
     free_pages=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
     ((free_pages >= need_pages)) ||
         die "need $need_pages free 2 MiB hugepages, have $free_pages (others use them? see /proc/meminfo)" 2
-    log "nr_hugepages $ORIG_NR_HUGE -> $(cat /proc/sys/vm/nr_hugepages) (restored at exit)"
+    log "nr_hugepages $ORIG_NR_HUGE -> $(cat /proc/sys/vm/nr_hugepages) (the $ADDED_HUGE added are given back at exit)"
 fi
 
 # ------------------------------------------------------- testpmd over FIFOs
