@@ -11,85 +11,18 @@
 #![cfg(feature = "dpdk")]
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 mod common;
 
+use common::pods::{testpmd, wait_for, Proc, EAL};
 use common::{read_pcap, write_pcap};
 
 const PETRELD: &str = env!("CARGO_BIN_EXE_petreld");
-const EAL: &str = "--in-memory --no-pci --no-telemetry -m 256 -l 0 --log-level=*:warning";
-
-/// A child process killed (SIGKILL) when dropped, unless stopped first.
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-    what: &'static str,
-}
-
-impl Proc {
-    fn spawn(what: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
-        let f = File::create(&log).unwrap();
-        cmd.stdin(Stdio::null()).stdout(f.try_clone().unwrap()).stderr(f);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e} (run scripts/bootstrap.sh)"));
-        Proc { child: Some(child), log, what }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    /// SIGINT, then wait (SIGKILL after 15 s); returns the log.
-    fn stop(&mut self) -> (bool, String) {
-        let Some(mut c) = self.child.take() else { return (false, self.log()) };
-        let pid = i32::try_from(c.id()).unwrap();
-        #[allow(unsafe_code)]
-        // SAFETY: sending a signal to a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let ok = loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                break st.success();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        (ok, self.log())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            eprintln!("--- {} log (killed at test end) ---\n{}", self.what, self.log());
-        }
-    }
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn petreld(dir: &Path, tag: &str, args: &[String]) -> Proc {
     let mut cmd = Command::new(PETRELD);
@@ -110,22 +43,6 @@ fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
         x = &x[*p];
     }
     x.as_u64().unwrap_or_else(|| panic!("no {path:?} in {v}"))
-}
-
-/// A pod: testpmd with these vdevs, forwarding lcore 0, main lcore 1.
-fn testpmd(dir: &Path, tag: &str, vdevs: &[String], args: &[&str]) -> Proc {
-    let mut cmd = Command::new("dpdk-testpmd");
-    cmd.args(["-l", "0,1", "--main-lcore", "1", "--in-memory", "--no-pci", "--no-telemetry", "-m", "256"]).args([
-        "--single-file-segments",
-        "--log-level=*:warning",
-        "--file-prefix",
-        tag,
-    ]);
-    for v in vdevs {
-        cmd.arg("--vdev").arg(v);
-    }
-    cmd.arg("--").args(args).args(["--stats-period", "1"]);
-    Proc::spawn("testpmd", cmd, dir.join(format!("{tag}.testpmd.log")))
 }
 
 /// testpmd's last "Forward statistics for port P" block: (RX-packets, TX-packets).
