@@ -7,6 +7,7 @@
 
 pub mod generate;
 pub mod geneve;
+pub mod gre;
 pub mod vlan;
 
 pub use self::geneve::{

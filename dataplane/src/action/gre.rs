@@ -1,0 +1,329 @@
+//! GRE and ERSPAN type II encapsulation of mirror copies, byte for byte as
+//! OVS's userspace tunnels emit them (`lib/netdev-native-tnl.c`,
+//! `netdev_gre_build_header`/`netdev_gre_push_header` and
+//! `netdev_erspan_build_header`/`netdev_erspan_push_header`) for the tunnel
+//! interfaces ovn-controller creates for a Southbound `Mirror`
+//! (`controller/mirror.c`: `remote_ip=sink`, `key=index`, and for ERSPAN
+//! `erspan_ver=1`, `erspan_idx=index`).
+//!
+//! ```text
+//! GRE (RFC 2890), type gre:
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |0|0|1|0|    reserved0    | ver |  Protocol 0x6558 (TEB)        |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                          Key = index                          |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//!
+//! ERSPAN type II (draft-foschiano-erspan §4.1), type erspan:
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |0|0|0|1|    reserved0    | ver |  Protocol 0x88BE (ERSPAN I/II)|
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                        Sequence number                        |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |  Ver=1|          VLAN = 0     | COS |En |T|  Session ID=index |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |      Reserved         |            Index = index              |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! ```
+//!
+//! What OVS puts there and so do we: no GRE checksum; for `gre` the key
+//! flag and no sequence number (OVN sets no `seq` option); for `erspan`
+//! only the sequence flag (OVS does not send the key in the GRE header of
+//! ERSPAN: the session id carries it), VLAN 0, COS 0, En 0 (OVS's
+//! "originally without VLAN tag", even for tagged frames), T 0 (never
+//! truncated). The sequence number counts the copies sent on the session,
+//! from 0 (OVS: `atomic_count_inc` of the tunnel's counter, which returns
+//! the value before the increment). Outer IPv4: TOS 0, ID 0, DF set
+//! (OVS's `df_default=true`), TTL 64, protocol 47, checksum computed. The
+//! ERSPAN session id has 10 bits and the index 20: OVS refuses to build a
+//! header beyond (`EINVAL`), so [`GreSink::new`] does too.
+//!
+//! IPv4 only: ovn-controller 23.03 creates `gre`/`erspan` interfaces
+//! whatever the sink's family, and IPv6 sinks are refused by petreld.
+
+use std::net::Ipv4Addr;
+
+use crate::buf::PacketBuf;
+use crate::drop::DropReason;
+use crate::wire::checksum;
+use crate::wire::ChecksumCaps;
+
+/// GRE flag: a key is present (RFC 2890).
+pub const GRE_KEY: u16 = 0x2000;
+/// GRE flag: a sequence number is present (RFC 2890).
+pub const GRE_SEQ: u16 = 0x1000;
+/// GRE protocol of bridged Ethernet (transparent Ethernet bridging).
+pub const ETH_TYPE_TEB: u16 = 0x6558;
+/// GRE protocol of ERSPAN type I/II.
+pub const ETH_TYPE_ERSPAN1: u16 = 0x88be;
+/// Largest ERSPAN session id (10 bits).
+pub const ERSPAN_MAX_SID: u32 = 0x3ff;
+/// Largest ERSPAN v1 index (20 bits).
+pub const ERSPAN_MAX_IDX: u32 = 0xf_ffff;
+/// IP protocol number of GRE.
+pub const IPPROTO_GRE: u8 = 47;
+/// TTL of the outer header (OVS's tunnel default).
+pub const TTL: u8 = 64;
+
+const ETH_LEN: usize = 14;
+const IP_LEN: usize = 20;
+/// Outer headers of a `gre` copy: Ethernet, IPv4, GRE with key.
+pub const GRE_OUTER_LEN: usize = ETH_LEN + IP_LEN + 8;
+/// Outer headers of an `erspan` copy: Ethernet, IPv4, GRE with sequence
+/// number, ERSPAN v1 header and index.
+pub const ERSPAN_OUTER_LEN: usize = ETH_LEN + IP_LEN + 8 + 8;
+
+/// The mirror tunnel types of the Southbound `Mirror` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorKind {
+    /// GRE, bridged Ethernet, key = index.
+    Gre,
+    /// ERSPAN type II (version 1), session id = index.
+    Erspan,
+}
+
+impl MirrorKind {
+    /// `gre` or `erspan` (the Southbound's spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            MirrorKind::Gre => "gre",
+            MirrorKind::Erspan => "erspan",
+        }
+    }
+
+    /// Bytes put in front of a copy.
+    pub fn outer_len(self) -> usize {
+        match self {
+            MirrorKind::Gre => GRE_OUTER_LEN,
+            MirrorKind::Erspan => ERSPAN_OUTER_LEN,
+        }
+    }
+
+    /// Whether `index` can be carried (GRE: 32-bit key; ERSPAN: 10-bit
+    /// session id), as OVS checks it.
+    ///
+    /// # Errors
+    /// The reason, for the operator.
+    pub fn check_index(self, index: i64) -> Result<u32, String> {
+        let max = match self {
+            MirrorKind::Gre => u32::MAX,
+            MirrorKind::Erspan => ERSPAN_MAX_SID,
+        };
+        u32::try_from(index)
+            .ok()
+            .filter(|i| *i <= max)
+            .ok_or_else(|| format!("{} index {index} out of range 0..={max}", self.name()))
+    }
+}
+
+/// Where a mirror's copies go, as one PMD sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GreSinkConfig {
+    /// GRE or ERSPAN.
+    pub kind: MirrorKind,
+    /// The uplink's MAC.
+    pub src_mac: [u8; 6],
+    /// The next hop's MAC.
+    pub dst_mac: [u8; 6],
+    /// The node's tunnel IP.
+    pub src_ip: Ipv4Addr,
+    /// The sink.
+    pub dst_ip: Ipv4Addr,
+    /// The Southbound `Mirror.index`: GRE key, ERSPAN session id and index.
+    pub index: u32,
+}
+
+/// Prebuilt outer headers of a mirror session (built off the hot path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GreSink {
+    kind: MirrorKind,
+    template: [u8; ERSPAN_OUTER_LEN],
+    /// One's-complement sum of the template's IPv4 header (total length
+    /// and checksum zero).
+    partial_sum: u16,
+}
+
+impl GreSink {
+    /// Prebuilds the headers.
+    ///
+    /// # Errors
+    /// An index the type cannot carry ([`MirrorKind::check_index`]).
+    pub fn new(c: &GreSinkConfig) -> Result<Self, String> {
+        c.kind.check_index(i64::from(c.index))?;
+        let mut t = [0u8; ERSPAN_OUTER_LEN];
+        t[0..6].copy_from_slice(&c.dst_mac);
+        t[6..12].copy_from_slice(&c.src_mac);
+        t[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut t[ETH_LEN..ETH_LEN + IP_LEN];
+        ip[0] = 0x45;
+        ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+        ip[8] = TTL;
+        ip[9] = IPPROTO_GRE;
+        ip[12..16].copy_from_slice(&c.src_ip.octets());
+        ip[16..20].copy_from_slice(&c.dst_ip.octets());
+        let partial_sum = checksum::data(ip);
+        let g = &mut t[ETH_LEN + IP_LEN..];
+        match c.kind {
+            MirrorKind::Gre => {
+                g[0..2].copy_from_slice(&GRE_KEY.to_be_bytes());
+                g[2..4].copy_from_slice(&ETH_TYPE_TEB.to_be_bytes());
+                g[4..8].copy_from_slice(&c.index.to_be_bytes());
+            }
+            MirrorKind::Erspan => {
+                g[0..2].copy_from_slice(&GRE_SEQ.to_be_bytes());
+                g[2..4].copy_from_slice(&ETH_TYPE_ERSPAN1.to_be_bytes());
+                // g[4..8]: the sequence number, per copy.
+                // Version 1, VLAN 0; COS 0, En 0, T 0, session id (10 bits).
+                let sid = c.index & ERSPAN_MAX_SID;
+                let w = (1u32 << 28) | sid;
+                g[8..12].copy_from_slice(&w.to_be_bytes());
+                g[12..16].copy_from_slice(&(c.index & ERSPAN_MAX_IDX).to_be_bytes());
+            }
+        }
+        Ok(GreSink { kind: c.kind, template: t, partial_sum })
+    }
+
+    /// The session's type.
+    pub fn kind(&self) -> MirrorKind {
+        self.kind
+    }
+
+    /// Bytes put in front of each copy.
+    pub fn outer_len(&self) -> usize {
+        self.kind.outer_len()
+    }
+}
+
+/// Encapsulates the Ethernet frame in `buf` for `sink`; `seq` is the
+/// ERSPAN sequence number (ignored for GRE). With `caps.ipv4.tx` the IPv4
+/// checksum is left 0 for the NIC.
+///
+/// # Errors
+/// [`DropReason::EthTruncated`] if the frame is shorter than 14 bytes,
+/// [`DropReason::EncapTooBig`] if the outer IP packet would exceed 65535
+/// bytes, [`DropReason::NoHeadroom`] without room for the outer headers.
+/// The packet is unchanged on error.
+#[inline]
+pub fn gre_encap<B: PacketBuf + ?Sized>(
+    buf: &mut B,
+    sink: &GreSink,
+    seq: u32,
+    caps: &ChecksumCaps,
+) -> Result<(), DropReason> {
+    let inner = buf.len();
+    if inner < ETH_LEN {
+        return Err(DropReason::EthTruncated);
+    }
+    let outer = sink.outer_len();
+    let total = u16::try_from(inner + outer - ETH_LEN).map_err(|_| DropReason::EncapTooBig)?;
+    buf.prepend(outer).map_err(|_| DropReason::NoHeadroom)?;
+    let d = buf.data_mut();
+    d[..outer].copy_from_slice(&sink.template[..outer]);
+    d[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total.to_be_bytes());
+    if !caps.ipv4.tx {
+        let c = !checksum::combine(&[sink.partial_sum, total]);
+        d[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    if sink.kind == MirrorKind::Erspan {
+        let at = ETH_LEN + IP_LEN + 4;
+        d[at..at + 4].copy_from_slice(&seq.to_be_bytes());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::buf::VecBuf;
+
+    fn cfg(kind: MirrorKind, index: u32) -> GreSinkConfig {
+        GreSinkConfig {
+            kind,
+            src_mac: [0x02, 0, 0, 0, 0, 0x01],
+            dst_mac: [0x02, 0, 0, 0, 0, 0x02],
+            src_ip: Ipv4Addr::new(192, 0, 2, 1),
+            dst_ip: Ipv4Addr::new(192, 0, 2, 50),
+            index,
+        }
+    }
+
+    /// A 60-byte inner frame.
+    fn inner() -> Vec<u8> {
+        let mut f: Vec<u8> = (0..60u8).collect();
+        f[12..14].copy_from_slice(&[0x88, 0xb5]);
+        f
+    }
+
+    #[rustfmt::skip]
+    static GRE_HDR: [u8; GRE_OUTER_LEN] = [
+        // Ethernet: next hop, uplink, IPv4
+        0x02, 0, 0, 0, 0, 0x02,  0x02, 0, 0, 0, 0, 0x01,  0x08, 0x00,
+        // IPv4: 45, TOS 0, total 20+8+60=88, ID 0, DF, TTL 64, GRE, checksum, src, dst
+        0x45, 0x00, 0x00, 0x58,  0x00, 0x00, 0x40, 0x00,  0x40, 0x2f, 0xb6, 0x43,
+        192, 0, 2, 1,  192, 0, 2, 50,
+        // GRE: K flag, protocol TEB, key 7
+        0x20, 0x00, 0x65, 0x58,  0x00, 0x00, 0x00, 0x07,
+    ];
+
+    #[rustfmt::skip]
+    static ERSPAN_HDR: [u8; ERSPAN_OUTER_LEN] = [
+        // Ethernet
+        0x02, 0, 0, 0, 0, 0x02,  0x02, 0, 0, 0, 0, 0x01,  0x08, 0x00,
+        // IPv4: total 20+16+60=96
+        0x45, 0x00, 0x00, 0x60,  0x00, 0x00, 0x40, 0x00,  0x40, 0x2f, 0xb6, 0x3b,
+        192, 0, 2, 1,  192, 0, 2, 50,
+        // GRE: S flag only, protocol ERSPAN, sequence number 5
+        0x10, 0x00, 0x88, 0xbe,  0x00, 0x00, 0x00, 0x05,
+        // ERSPAN: ver 1, VLAN 0 | COS 0, En 0, T 0, session id 0x1ff
+        0x10, 0x00, 0x01, 0xff,
+        // reserved, index 0x1ff
+        0x00, 0x00, 0x01, 0xff,
+    ];
+
+    fn encap(kind: MirrorKind, index: u32, seq: u32) -> Vec<u8> {
+        let sink = GreSink::new(&cfg(kind, index)).unwrap();
+        let mut b = VecBuf::new(&inner(), 128, 0);
+        gre_encap(&mut b, &sink, seq, &ChecksumCaps::software()).unwrap();
+        b.data().to_vec()
+    }
+
+    #[test]
+    fn test_emit_gre() {
+        let d = encap(MirrorKind::Gre, 7, 99);
+        assert_eq!(&d[..GRE_OUTER_LEN], &GRE_HDR[..]);
+        assert_eq!(&d[GRE_OUTER_LEN..], &inner()[..]);
+        assert_eq!(checksum::data(&d[14..34]), 0xffff, "IPv4 header checksum verifies");
+    }
+
+    #[test]
+    fn test_emit_erspan() {
+        let d = encap(MirrorKind::Erspan, 0x1ff, 5);
+        assert_eq!(&d[..ERSPAN_OUTER_LEN], &ERSPAN_HDR[..]);
+        assert_eq!(&d[ERSPAN_OUTER_LEN..], &inner()[..]);
+        assert_eq!(checksum::data(&d[14..34]), 0xffff);
+    }
+
+    #[test]
+    fn test_index_limits() {
+        assert!(GreSink::new(&cfg(MirrorKind::Erspan, 1024)).is_err(), "10-bit session id");
+        assert!(GreSink::new(&cfg(MirrorKind::Erspan, 1023)).is_ok());
+        assert!(GreSink::new(&cfg(MirrorKind::Gre, u32::MAX)).is_ok());
+        assert!(MirrorKind::Gre.check_index(-1).is_err());
+        assert!(MirrorKind::Gre.check_index(1 << 32).is_err());
+        assert_eq!(MirrorKind::Erspan.check_index(9), Ok(9));
+    }
+
+    #[test]
+    fn test_errors_leave_packet_unchanged() {
+        let sink = GreSink::new(&cfg(MirrorKind::Gre, 1)).unwrap();
+        let mut b = VecBuf::new(&inner(), 10, 0);
+        assert_eq!(gre_encap(&mut b, &sink, 0, &ChecksumCaps::software()), Err(DropReason::NoHeadroom));
+        assert_eq!(b.data(), &inner()[..]);
+        let mut b = VecBuf::new(&[0u8; 10], 128, 0);
+        assert_eq!(gre_encap(&mut b, &sink, 0, &ChecksumCaps::software()), Err(DropReason::EthTruncated));
+    }
+}
