@@ -11,11 +11,22 @@
 //! settings, mirrors and captures ([`FeatureCtl::forget`]); OVN's policers
 //! stay keyed by name and apply again if a port of that name comes back.
 //!
+//! Remote mirror sessions (OVN's Southbound `Mirror`, handed over whole by
+//! petrel-ovn with `mirror sync`) are kept by mirror name; each has a
+//! session slot (an index into the PMDs' [`Features::remote`]) and a
+//! sequence counter that survive a sync which leaves the session as it
+//! was, so ERSPAN sequence numbers keep counting. A session petreld cannot
+//! run (IPv6 or unparsable sink, an index the type cannot carry, more than
+//! [`MAX_REMOTE`] sessions) is kept with the reason and listed by
+//! `petrelctl mirror list`, and copies nothing.
+//!
 //! How a policer is split between PMDs is documented in [`crate::qos`]:
 //! ingress between the PMDs polling one of the port's rx queues (the
 //! placement rule of [`crate::portset`]), egress between all PMDs.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,10 +34,12 @@ use crate::capture::{CaptureRing, DEFAULT_SLOTS, DEFAULT_SNAPLEN};
 use crate::config::PortKind;
 use crate::ctl::features::{
     hex, CaptureReply, CaptureRequest, CapturedMsg, Direction, MirrorInfo, MirrorReply, MirrorRequest, QosPortInfo,
-    QosReply, QosRequest,
+    QosReply, QosRequest, RemoteMirror, RemoteMirrorInfo,
 };
 use crate::ctl::proto::ErrorReply;
-use crate::pmd::features::{Features, FeaturesHandle, FeaturesShared, MAX_MIRRORS};
+use crate::pmd::features::{
+    Features, FeaturesHandle, FeaturesShared, RemoteCounters, RemoteSink, MAX_MIRRORS, MAX_REMOTE,
+};
 use crate::port::eal::rdtsc;
 use crate::portset::{PortEntry, PortSet};
 use crate::qos::PortQos;
@@ -50,11 +63,37 @@ struct Session {
     last_read: Instant,
 }
 
+/// A remote mirror session from OVN.
+#[derive(Debug)]
+struct Remote {
+    mirror: RemoteMirror,
+    /// Why it does not run, or its session slot and what the PMDs get.
+    run: Result<(usize, RemoteSink), String>,
+}
+
+/// Checks a session and gives it a slot (`used`: slots taken).
+fn remote_run(m: &RemoteMirror, used: &[bool]) -> Result<(usize, RemoteSink), String> {
+    let index = m.kind.check_index(m.index)?;
+    let ip: IpAddr = m.sink.trim().parse().map_err(|_| format!("sink {:?} is not an IP address", m.sink))?;
+    let IpAddr::V4(v4) = ip else {
+        return Err(format!("sink {ip}: IPv6 sinks are not supported (ip6gre/ip6erspan)"));
+    };
+    if !matches!(m.direction, Direction::Ingress | Direction::Egress) {
+        return Err("filter must be from-lport or to-lport".into());
+    }
+    let slot = used.iter().position(|u| !u).ok_or_else(|| format!("more than {MAX_REMOTE} remote mirrors"))?;
+    Ok((
+        slot,
+        RemoteSink { kind: m.kind, ip: v4.to_ipv6_mapped().octets(), index, seq: Arc::new(AtomicU32::new(0)) },
+    ))
+}
+
 #[derive(Debug, Default)]
 struct State {
     qos_ctl: BTreeMap<String, PortQos>,
     qos_ovn: BTreeMap<String, PortQos>,
     mirrors: Vec<MirrorInfo>,
+    remote: Vec<Remote>,
     captures: BTreeMap<u64, Session>,
     next_id: u64,
 }
@@ -66,6 +105,8 @@ pub struct FeatureCtl {
     pmds: Vec<(FeaturesHandle, Arc<FeaturesShared>)>,
     tsc_hz: u64,
     state: Mutex<State>,
+    /// Bumped whenever the remote sinks change ([`FeatureCtl::remote_sinks`]).
+    remote_gen: AtomicU64,
 }
 
 fn rejected(s: impl Into<String>) -> ErrorReply {
@@ -76,7 +117,13 @@ impl FeatureCtl {
     /// Over these ports and the PMDs' handles (in PMD order); starts the
     /// thread that stops abandoned capture sessions.
     pub fn new(ports: Arc<PortSet>, pmds: Vec<(FeaturesHandle, Arc<FeaturesShared>)>, tsc_hz: u64) -> Arc<Self> {
-        let me = Arc::new(FeatureCtl { ports, pmds, tsc_hz, state: Mutex::new(State::default()) });
+        let me = Arc::new(FeatureCtl {
+            ports,
+            pmds,
+            tsc_hz,
+            state: Mutex::new(State::default()),
+            remote_gen: AtomicU64::new(0),
+        });
         let weak = Arc::downgrade(&me);
         let _ = std::thread::Builder::new().name("capture-reaper".into()).spawn(move || reaper(&weak));
         me
@@ -162,6 +209,28 @@ impl FeatureCtl {
                     pf.mirror_tx.push(d);
                 }
             }
+        }
+        let mut remote: Vec<Option<RemoteSink>> = vec![None; MAX_REMOTE];
+        for r in &st.remote {
+            let Ok((id, sink)) = &r.run else { continue };
+            remote[*id] = Some(sink.clone());
+            let id8 = u8::try_from(*id).expect("MAX_REMOTE fits u8");
+            let (rx, tx) = r.mirror.direction.sides();
+            for port in &r.mirror.ports {
+                let Some(&s) = names.get(port.as_str()) else { continue };
+                for f in &mut per_pmd {
+                    let pf = &mut f.ports[s];
+                    if rx && pf.remote_rx.len() < MAX_REMOTE {
+                        pf.remote_rx.push(id8);
+                    }
+                    if tx && pf.remote_tx.len() < MAX_REMOTE {
+                        pf.remote_tx.push(id8);
+                    }
+                }
+            }
+        }
+        for f in &mut per_pmd {
+            f.remote.clone_from(&remote);
         }
         for c in st.captures.values() {
             let Some(&s) = names.get(c.port.as_str()) else { continue };
@@ -295,7 +364,83 @@ impl FeatureCtl {
                 copies.insert(m.src.clone(), (a, b));
             }
         }
-        MirrorReply { mirrors: st.mirrors.clone(), copies }
+        let remote = st
+            .remote
+            .iter()
+            .map(|r| {
+                let mut c = RemoteCounters::default();
+                if let Ok((id, _)) = &r.run {
+                    for (_, sh) in &self.pmds {
+                        c.add(&sh.remote(*id));
+                    }
+                }
+                RemoteMirrorInfo {
+                    mirror: Some(r.mirror.clone()),
+                    refused: r.run.as_ref().err().cloned(),
+                    copies: c.copies,
+                    no_mbuf: c.no_mbuf,
+                    unresolved: c.unresolved,
+                    no_route: c.no_route,
+                    too_big: c.too_big,
+                }
+            })
+            .collect();
+        MirrorReply { mirrors: st.mirrors.clone(), copies, remote }
+    }
+
+    /// The sinks of the running remote mirrors, and a number that changes
+    /// whenever they do (petreld's main loop wants their next hops'
+    /// MACs learnt).
+    pub fn remote_sinks(&self) -> (u64, Vec<IpAddr>) {
+        let g = self.remote_gen.load(Ordering::Relaxed);
+        let ips = self.state.lock().map_or_else(
+            |_| Vec::new(),
+            |st| {
+                st.remote
+                    .iter()
+                    .filter_map(|r| r.run.as_ref().ok())
+                    .map(|(_, s)| crate::underlay::ip_of(&s.ip))
+                    .collect()
+            },
+        );
+        (g, ips)
+    }
+
+    /// Replaces the remote sessions, keeping the slot and sequence counter
+    /// of each session that did not change.
+    fn sync_remote(&self, st: &mut State, want: Vec<RemoteMirror>) {
+        let mut old = std::mem::take(&mut st.remote);
+        let mut used = vec![false; MAX_REMOTE];
+        let mut kept: Vec<Option<Remote>> = want
+            .iter()
+            .map(|m| {
+                let same = |o: &Remote| {
+                    o.run.is_ok()
+                        && o.mirror.name == m.name
+                        && o.mirror.kind == m.kind
+                        && o.mirror.sink == m.sink
+                        && o.mirror.index == m.index
+                };
+                let i = old.iter().position(same)?;
+                let mut o = old.swap_remove(i);
+                if let Ok((id, _)) = &o.run {
+                    used[*id] = true;
+                }
+                o.mirror = m.clone();
+                Some(o)
+            })
+            .collect();
+        for (k, m) in kept.iter_mut().zip(want) {
+            if k.is_none() {
+                let run = remote_run(&m, &used);
+                if let Ok((id, _)) = &run {
+                    used[*id] = true;
+                }
+                *k = Some(Remote { mirror: m, run });
+            }
+        }
+        st.remote = kept.into_iter().flatten().collect();
+        self.remote_gen.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A `mirror` request.
@@ -329,6 +474,14 @@ impl FeatureCtl {
                 }
             }
             MirrorRequest::List => return Ok(self.mirror_reply(&st)),
+            MirrorRequest::Sync { remote } => {
+                self.sync_remote(&mut st, remote);
+                for r in &st.remote {
+                    if let Err(why) = &r.run {
+                        tracing::warn!(mirror = %r.mirror.name, "remote mirror refused: {why}");
+                    }
+                }
+            }
         }
         self.publish(&st);
         Ok(self.mirror_reply(&st))

@@ -135,6 +135,7 @@ fn run() -> Result<()> {
             tracing::warn!(file = %f.display(), "could not restore port {spec:?}: {e}");
         }
     }
+    let feature_ctl = FeatureCtl::new(Arc::clone(&ports), features, eal.tsc_hz());
     let stop_ctl = Arc::new(AtomicBool::new(false));
     // One node answers the control socket and the metrics scrapes, so
     // ports added at runtime show in both.
@@ -145,7 +146,7 @@ fn run() -> Result<()> {
                 plan.uplinks.iter().map(|(i, s)| (plan.ports[*i].name.clone(), s.clone(), *i)).collect(),
                 neigh.published(),
             )
-            .with_features(FeatureCtl::new(Arc::clone(&ports), features, eal.tsc_hz())),
+            .with_features(Arc::clone(&feature_ctl)),
     );
     let ctl = match &plan.control_socket {
         Some(path) => {
@@ -180,16 +181,19 @@ fn run() -> Result<()> {
     let mut last_rx_change = Instant::now();
     let mut seen = Vec::new();
     let ups: Vec<Uplink> = plan.uplinks.iter().map(|(i, s)| Uplink::new(s, *i, [0; 6])).collect();
-    let mut wanted_for = u64::MAX;
+    let mut wanted_for = (u64::MAX, u64::MAX);
     while !term.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
         if !plan.uplinks.is_empty() {
-            // The next hops of the tables' remote chassis are the neighbours
-            // worth learning.
+            // The next hops of the tables' remote chassis and of the remote
+            // mirrors' sinks are the neighbours worth learning.
             let snap = tables.load();
-            if snap.generation != wanted_for {
-                wanted_for = snap.generation;
-                neigh.set_wanted(snap.chassis.iter().filter_map(|c| route(&ups, &ip16(c.ip)).map(|r| r.1)));
+            let (sinks_gen, sinks) = feature_ctl.remote_sinks();
+            if (snap.generation, sinks_gen) != wanted_for {
+                wanted_for = (snap.generation, sinks_gen);
+                neigh.set_wanted(
+                    snap.chassis.iter().map(|c| c.ip).chain(sinks).filter_map(|ip| route(&ups, &ip16(ip)).map(|r| r.1)),
+                );
             }
             seen.clear();
             for (ring, cursor) in &mut neigh_rings {
@@ -227,6 +231,7 @@ fn run() -> Result<()> {
     // Waits for scrapes in flight: nothing may hold the ports past here.
     drop(metrics);
     drop(node);
+    drop(feature_ctl);
     let mut finals = Vec::new();
     let mut failed = None;
     for h in std::mem::take(&mut handles.handles) {

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::action::gre::MirrorKind;
 use crate::capture::Dir;
 use crate::qos::{PortQos, RateSpec, Unit};
 
@@ -148,6 +149,52 @@ pub enum MirrorRequest {
     },
     /// Lists the mirrors.
     List,
+    /// Replaces every remote mirror session derived from OVN's Southbound
+    /// `Mirror` table (petrel-ovn).
+    Sync {
+        /// The sessions, by mirror name.
+        remote: Vec<RemoteMirror>,
+    },
+}
+
+/// A remote mirror session: a Southbound `Mirror` and the petreld ports
+/// it is attached to. Copies go to `sink` encapsulated in GRE or ERSPAN
+/// type II ([`crate::action::gre`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteMirror {
+    /// `Mirror.name`.
+    pub name: String,
+    /// `Mirror.type`.
+    pub kind: MirrorKind,
+    /// `Mirror.sink`: an IPv4 address (IPv6 is refused).
+    pub sink: String,
+    /// `Mirror.index`: GRE key, ERSPAN session id.
+    pub index: i64,
+    /// `from-lport` = [`Direction::Ingress`] (what the pod sends),
+    /// `to-lport` = [`Direction::Egress`] (what it is given).
+    pub direction: Direction,
+    /// petreld ports whose traffic is copied.
+    pub ports: Vec<String>,
+}
+
+/// A remote mirror session as petreld runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteMirrorInfo {
+    /// The session.
+    pub mirror: Option<RemoteMirror>,
+    /// Why petreld does not run it (then nothing is copied).
+    #[serde(default)]
+    pub refused: Option<String>,
+    /// Copies sent.
+    pub copies: u64,
+    /// Copies not made: no mbuf.
+    pub no_mbuf: u64,
+    /// Copies dropped: the sink's next hop has no MAC yet (ARP sent).
+    pub unresolved: u64,
+    /// Copies dropped: no uplink reaches the sink.
+    pub no_route: u64,
+    /// Copies dropped: longer than the uplink's MTU once encapsulated.
+    pub too_big: u64,
 }
 
 /// A local mirror.
@@ -168,6 +215,9 @@ pub struct MirrorReply {
     pub mirrors: Vec<MirrorInfo>,
     /// Per mirrored port: copies made, copies that found no mbuf.
     pub copies: BTreeMap<String, (u64, u64)>,
+    /// Remote sessions from OVN (GRE/ERSPAN).
+    #[serde(default)]
+    pub remote: Vec<RemoteMirrorInfo>,
 }
 
 /// A `capture` request.
@@ -303,13 +353,39 @@ pub fn render_qos(r: &QosReply) -> String {
 
 /// `petrelctl mirror list`.
 pub fn render_mirrors(r: &MirrorReply) -> String {
-    if r.mirrors.is_empty() {
+    if r.mirrors.is_empty() && r.remote.is_empty() {
         return "no mirrors\n".into();
     }
     let mut s = String::new();
     for m in &r.mirrors {
         let (n, f) = r.copies.get(&m.src).copied().unwrap_or_default();
         let _ = writeln!(s, "{} -> {} ({})  copies {n} failed {f}", m.src, m.dst, m.direction.name());
+    }
+    for i in &r.remote {
+        let Some(m) = &i.mirror else { continue };
+        let filter = if m.direction == Direction::Egress { "to-lport" } else { "from-lport" };
+        let id = if m.kind == MirrorKind::Gre { "key" } else { "session" };
+        let _ = write!(
+            s,
+            "ovn {}: {} ({filter}) -> {} {} {id} {}",
+            m.name,
+            m.ports.join(","),
+            m.kind.name(),
+            m.sink,
+            m.index
+        );
+        match &i.refused {
+            Some(why) => {
+                let _ = writeln!(s, "  REFUSED: {why}");
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  copies {} no_mbuf {} unresolved {} no_route {} too_big {}",
+                    i.copies, i.no_mbuf, i.unresolved, i.no_route, i.too_big
+                );
+            }
+        }
     }
     s
 }

@@ -9,14 +9,23 @@
 //! across publications (a rate change is live: no port flap, and the tokens
 //! a bucket holds are kept).
 //!
+//! Remote mirrors (OVN's Southbound `Mirror`: GRE / ERSPAN to a sink
+//! address) share the mirror flags with local ones: a port's
+//! [`PortFeatures::remote_rx`]/[`PortFeatures::remote_tx`] name sessions
+//! of [`Features::remote`] by slot. A session's sequence number is one
+//! atomic counter shared by every PMD (OVS keeps one per tunnel too), so
+//! ERSPAN sequence numbers are unique per session; it is touched only
+//! when a copy is sent.
+//!
 //! Cost when a port has no feature: one byte of [`Features::flags`] read
 //! per received burst and per packet sent (the wire cross-connect checks
 //! it once per burst and stays a wire). The PMD's counters of these
 //! features are published to [`FeaturesShared`] like its other counters.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::action::gre::MirrorKind;
 use crate::capture::CaptureRing;
 use crate::qos::Profile;
 
@@ -41,6 +50,22 @@ pub const F_TX: u8 = F_POLICE_TX | F_MIRROR_TX | F_CAPTURE_TX;
 
 /// Most local mirror destinations per port and direction.
 pub const MAX_MIRRORS: usize = 4;
+/// Most remote mirror sessions (and per port and direction).
+pub const MAX_REMOTE: usize = 32;
+
+/// A remote mirror session, as every PMD sees it.
+#[derive(Debug, Clone)]
+pub struct RemoteSink {
+    /// GRE or ERSPAN.
+    pub kind: MirrorKind,
+    /// The sink (IPv4-mapped).
+    pub ip: [u8; 16],
+    /// GRE key / ERSPAN session id and index.
+    pub index: u32,
+    /// The session's next sequence number (shared by the PMDs, kept while
+    /// the session lives).
+    pub seq: Arc<AtomicU32>,
+}
 
 /// One port's features, as one PMD applies them.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +78,11 @@ pub struct PortFeatures {
     pub mirror_rx: Vec<u16>,
     /// Slots receiving a copy of what is sent to the port.
     pub mirror_tx: Vec<u16>,
+    /// Remote sessions (indexes into [`Features::remote`]) copying what the
+    /// port receives (OVN `from-lport`).
+    pub remote_rx: Vec<u8>,
+    /// Remote sessions copying what is sent to the port (`to-lport`).
+    pub remote_tx: Vec<u8>,
     /// This PMD's ring of the capture session on the port, if any.
     pub capture: Option<Arc<CaptureRing>>,
 }
@@ -64,11 +94,14 @@ pub struct Features {
     pub ports: Vec<PortFeatures>,
     /// Per slot, which `F_*` apply: the one byte the fast path reads.
     pub flags: Vec<u8>,
+    /// Remote mirror sessions by session slot (at most [`MAX_REMOTE`];
+    /// `None`: a free slot).
+    pub remote: Vec<Option<RemoteSink>>,
 }
 
 impl Default for Features {
     fn default() -> Self {
-        Features { ports: vec![PortFeatures::default(); MAX_PORTS], flags: vec![0; MAX_PORTS] }
+        Features { ports: vec![PortFeatures::default(); MAX_PORTS], flags: vec![0; MAX_PORTS], remote: Vec::new() }
     }
 }
 
@@ -85,10 +118,10 @@ impl Features {
             if p.police_tx.is_some() {
                 f |= F_POLICE_TX;
             }
-            if !p.mirror_rx.is_empty() {
+            if !p.mirror_rx.is_empty() || !p.remote_rx.is_empty() {
                 f |= F_MIRROR_RX;
             }
-            if !p.mirror_tx.is_empty() {
+            if !p.mirror_tx.is_empty() || !p.remote_tx.is_empty() {
                 f |= F_MIRROR_TX;
             }
             if p.capture.is_some() && crx {
@@ -150,15 +183,55 @@ impl FeatureCounters {
     }
 }
 
+/// Counters the PMD keeps per remote mirror session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteCounters {
+    /// Copies sent.
+    pub copies: u64,
+    /// Copies not made: no mbuf.
+    pub no_mbuf: u64,
+    /// Copies dropped: next hop unresolved.
+    pub unresolved: u64,
+    /// Copies dropped: no uplink reaches the sink.
+    pub no_route: u64,
+    /// Copies dropped: too big for the uplink's MTU.
+    pub too_big: u64,
+}
+
+const N_REMOTE_COUNTERS: usize = 5;
+
+impl RemoteCounters {
+    fn to_array(self) -> [u64; N_REMOTE_COUNTERS] {
+        [self.copies, self.no_mbuf, self.unresolved, self.no_route, self.too_big]
+    }
+
+    fn from_array(a: [u64; N_REMOTE_COUNTERS]) -> Self {
+        RemoteCounters { copies: a[0], no_mbuf: a[1], unresolved: a[2], no_route: a[3], too_big: a[4] }
+    }
+
+    /// Adds `o`.
+    pub fn add(&mut self, o: &RemoteCounters) {
+        self.copies += o.copies;
+        self.no_mbuf += o.no_mbuf;
+        self.unresolved += o.unresolved;
+        self.no_route += o.no_route;
+        self.too_big += o.too_big;
+    }
+}
+
 /// The published copy of one PMD's [`FeatureCounters`] (one writer).
 #[derive(Debug)]
 pub struct FeaturesShared {
     ports: Box<[[AtomicU64; N_COUNTERS]]>,
+    remote: Box<[[AtomicU64; N_REMOTE_COUNTERS]]>,
 }
 
 impl Default for FeaturesShared {
     fn default() -> Self {
-        FeaturesShared { ports: (0..MAX_PORTS).map(|_| Default::default()).collect() }
+        FeaturesShared {
+            ports: (0..MAX_PORTS).map(|_| Default::default()).collect(),
+            remote: (0..MAX_REMOTE).map(|_| Default::default()).collect(),
+        }
     }
 }
 
@@ -170,6 +243,26 @@ impl FeaturesShared {
                 a.store(v, Relaxed);
             }
         }
+    }
+
+    /// Publishes the remote sessions' counters (the owning PMD only).
+    pub fn publish_remote(&self, c: &[RemoteCounters]) {
+        for (s, p) in self.remote.iter().zip(c) {
+            for (a, v) in s.iter().zip(p.to_array()) {
+                a.store(v, Relaxed);
+            }
+        }
+    }
+
+    /// Remote session slot `i`'s counters.
+    pub fn remote(&self, i: usize) -> RemoteCounters {
+        let mut a = [0; N_REMOTE_COUNTERS];
+        if let Some(s) = self.remote.get(i) {
+            for (x, v) in a.iter_mut().zip(s) {
+                *x = v.load(Relaxed);
+            }
+        }
+        RemoteCounters::from_array(a)
     }
 
     /// Slot `i`'s counters.

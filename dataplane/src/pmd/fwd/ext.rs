@@ -9,24 +9,57 @@
 //! Mirror copies are pool mbufs ([`Mbuf::copy`]); they are not mirrored
 //! again (no loops) but are captured and counted on their destination.
 //!
+//! Remote mirrors (OVN's `Mirror`): the copy is encapsulated in GRE or
+//! ERSPAN ([`crate::action::gre`]) from the uplink that routes to the sink,
+//! its next hop's MAC from the underlay's neighbour table (unresolved:
+//! the copy is dropped and counted, and an ARP request sent, rate-limited
+//! like tunnel next hops). Outer headers are prebuilt per PMD and session
+//! and rebuilt when the tables, the neighbours or the features change. A
+//! copy longer than the uplink's MTU once encapsulated is dropped and
+//! counted (`too_big`): OVS would not truncate either (ERSPAN's T bit
+//! stays 0). The original packet is never touched.
+//!
 //! Nothing here allocates, locks or makes a syscall: profiles and rings
 //! are built by the control thread; bucket state and counters were sized
 //! for [`MAX_PORTS`] with the engine.
 
 use std::sync::Arc;
 
+use crate::action::gre::{gre_encap, GreSink, GreSinkConfig, MirrorKind};
+use crate::action::vlan::vlan_push;
 use crate::buf::PacketBuf;
 use crate::capture::Dir;
 use crate::drop::DropReason;
 use crate::mbuf::Mbuf;
 use crate::pmd::features::{
-    FeatureCounters, Features, FeaturesHandle, FeaturesShared, F_CAPTURE_RX, F_CAPTURE_TX, F_MIRROR_RX, F_MIRROR_TX,
-    F_POLICE_RX, F_POLICE_TX,
+    FeatureCounters, Features, FeaturesHandle, FeaturesShared, RemoteCounters, F_CAPTURE_RX, F_CAPTURE_TX, F_MIRROR_RX,
+    F_MIRROR_TX, F_POLICE_RX, F_POLICE_TX, MAX_REMOTE,
 };
 use crate::pmd::MAX_PORTS;
 use crate::qos::Bucket;
+use crate::underlay::{self, Ip16};
 
-use super::Engine;
+use super::{Engine, ETH_P_8021Q};
+
+/// A PMD's prebuilt path to one remote mirror sink.
+#[derive(Debug, Clone)]
+pub(super) struct SinkSlot {
+    /// `Engine::tun_epoch` it was built for (0: never).
+    epoch: u64,
+    /// Index into `Engine::uplinks`, `usize::MAX` without a route.
+    uplink: usize,
+    nexthop: Ip16,
+    /// `None` until the next hop's MAC is known.
+    sink: Option<GreSink>,
+    /// The next hop's MAC is old: ask again while using it.
+    stale: bool,
+}
+
+impl Default for SinkSlot {
+    fn default() -> Self {
+        SinkSlot { epoch: 0, uplink: usize::MAX, nexthop: [0; 16], sink: None, stale: false }
+    }
+}
 
 /// One PMD's feature state.
 #[derive(Debug)]
@@ -37,6 +70,9 @@ pub(super) struct Ext {
     buckets: Vec<[Bucket; 2]>,
     pub(super) counters: Vec<FeatureCounters>,
     shared: Arc<FeaturesShared>,
+    /// Per remote session slot: the prebuilt sink and the counters.
+    sinks: Vec<SinkSlot>,
+    remote_counters: Vec<RemoteCounters>,
 }
 
 impl Ext {
@@ -47,6 +83,8 @@ impl Ext {
             buckets: vec![[Bucket::default(); 2]; MAX_PORTS],
             counters: vec![FeatureCounters::default(); MAX_PORTS],
             shared: Arc::default(),
+            sinks: vec![SinkSlot::default(); MAX_REMOTE],
+            remote_counters: vec![RemoteCounters::default(); MAX_REMOTE],
         }
     }
 
@@ -59,6 +97,7 @@ impl Ext {
     /// Publishes the counters (with the engine's other counters).
     pub(super) fn publish(&self) {
         self.shared.publish(&self.counters);
+        self.shared.publish_remote(&self.remote_counters);
     }
 
     /// Zeroes slot `p`'s counters (a port attached in a reused slot).
@@ -85,6 +124,18 @@ impl Ext {
                     (None, Some(np)) => b[d] = Bucket::full(np, now),
                     (Some(op), Some(np)) if op != np => b[d].rebase(op, np, now),
                     _ => {}
+                }
+            }
+        }
+        // Remote sinks are rebuilt on next use; a slot given to another
+        // session (a new sequence counter) starts its counters from zero.
+        for (i, s) in self.sinks.iter_mut().enumerate() {
+            s.epoch = 0;
+            let old = self.cur.remote.get(i).and_then(Option::as_ref).map(|r| Arc::as_ptr(&r.seq));
+            let cur = new.remote.get(i).and_then(Option::as_ref).map(|r| Arc::as_ptr(&r.seq));
+            if old != cur {
+                if let Some(c) = self.remote_counters.get_mut(i) {
+                    *c = RemoteCounters::default();
                 }
             }
         }
@@ -160,9 +211,104 @@ impl Engine {
         Some(m)
     }
 
+    /// The path to remote sink `ip` for session kind/index: uplink, next
+    /// hop, and the prebuilt headers once the next hop's MAC is known.
+    fn build_sink(&self, kind: MirrorKind, ip: &Ip16, index: u32) -> SinkSlot {
+        let (uplink, nexthop) = underlay::route(&self.uplinks, ip).unwrap_or((usize::MAX, [0; 16]));
+        let mut stale = false;
+        let sink = self.uplinks.get(uplink).and_then(|up| {
+            let (mac, s) = self.neigh.lookup(&nexthop)?;
+            stale = s;
+            let (std::net::IpAddr::V4(src_ip), std::net::IpAddr::V4(dst_ip)) =
+                (underlay::ip_of(&up.ip), underlay::ip_of(ip))
+            else {
+                return None;
+            };
+            GreSink::new(&GreSinkConfig { kind, src_mac: up.mac, dst_mac: mac, src_ip, dst_ip, index }).ok()
+        });
+        SinkSlot { epoch: self.tun_epoch, uplink, nexthop, sink, stale }
+    }
+
+    /// Sends a GRE/ERSPAN copy of `m` to remote session `id`.
+    fn mirror_remote(&mut self, m: &Mbuf, id: usize, now: u64) {
+        if id >= MAX_REMOTE {
+            return;
+        }
+        let Some(Some(rs)) = self.ext.cur.remote.get(id) else { return };
+        let (kind, ip, index) = (rs.kind, rs.ip, rs.index);
+        if self.ext.sinks[id].epoch != self.tun_epoch {
+            self.ext.sinks[id] = self.build_sink(kind, &ip, index);
+        }
+        let slot = &self.ext.sinks[id];
+        let Some(up) = self.uplinks.get(slot.uplink).copied() else {
+            self.ext.remote_counters[id].no_route += 1;
+            return;
+        };
+        let (nexthop, stale) = (slot.nexthop, slot.stale);
+        let Some(sink) = &slot.sink else {
+            self.ext.remote_counters[id].unresolved += 1;
+            self.solicit(up, nexthop, now);
+            return;
+        };
+        // The outer IP packet must fit the uplink's MTU.
+        if m.pkt_len() as usize + sink.outer_len() - 14 > usize::from(up.mtu) {
+            self.ext.remote_counters[id].too_big += 1;
+            return;
+        }
+        let Some(mut c) = m.copy(&self.pool) else {
+            self.ext.remote_counters[id].no_mbuf += 1;
+            return;
+        };
+        let seq = match (kind, self.ext.cur.remote.get(id)) {
+            (MirrorKind::Erspan, Some(Some(rs))) => rs.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            _ => 0,
+        };
+        if gre_encap(&mut c, sink, seq, &self.caps).is_err() {
+            self.ext.remote_counters[id].too_big += 1;
+            return;
+        }
+        if let Some(tag) = self.ports[up.port].vlan {
+            if vlan_push(&mut c, ETH_P_8021Q, tag).is_err() {
+                self.ext.remote_counters[id].no_mbuf += 1;
+                return;
+            }
+        }
+        self.ext.remote_counters[id].copies += 1;
+        if stale {
+            self.solicit(up, nexthop, now);
+        }
+        // Like local mirror copies: through the uplink's send-side
+        // features, never mirrored again.
+        if self.ext.flags(up.port) != 0 {
+            if let Some(c) = self.ext_tx(up.port, c, now, false) {
+                self.enqueue_raw(up.port, c, now);
+            }
+        } else {
+            self.enqueue_raw(up.port, c, now);
+        }
+    }
+
     /// Sends a copy of `m` to each mirror destination of port `p`'s
-    /// receive (`tx == false`) or send side.
+    /// receive (`tx == false`) or send side, local then remote.
     fn mirror(&mut self, p: usize, m: &Mbuf, tx: bool, now: u64) {
+        let nr = {
+            let pf = &self.ext.cur.ports[p];
+            if tx {
+                pf.remote_tx.len()
+            } else {
+                pf.remote_rx.len()
+            }
+        };
+        for k in 0..nr {
+            let pf = &self.ext.cur.ports[p];
+            let id = usize::from(if tx { pf.remote_tx[k] } else { pf.remote_rx[k] });
+            self.mirror_remote(m, id, now);
+        }
+        self.mirror_local(p, m, tx, now);
+    }
+
+    /// The local mirror destinations of port `p`.
+    fn mirror_local(&mut self, p: usize, m: &Mbuf, tx: bool, now: u64) {
         let n = {
             let pf = &self.ext.cur.ports[p];
             if tx {
