@@ -72,6 +72,8 @@ pub struct Installer {
     stats: InstallStats,
     /// OVN's port policers handed to petreld (`crate::qos`).
     qos: crate::qos::QosSync,
+    /// OVN's remote mirrors handed to petreld (`crate::mirror`).
+    mirrors: crate::mirror::MirrorSync,
     metrics: Option<crate::metrics::Metrics>,
 }
 
@@ -96,6 +98,7 @@ impl Installer {
             last_snap: None,
             stats: InstallStats::default(),
             qos: crate::qos::QosSync::default(),
+            mirrors: crate::mirror::MirrorSync::default(),
             metrics: None,
         }
     }
@@ -116,6 +119,7 @@ impl Installer {
             last_snap: None,
             stats: InstallStats::default(),
             qos: crate::qos::QosSync::default(),
+            mirrors: crate::mirror::MirrorSync::default(),
             metrics: None,
         }
     }
@@ -134,6 +138,24 @@ impl Installer {
         if let Some(c) = self.client.as_mut() {
             let instance = c.hello().instance.clone();
             if self.qos.sync(c, &instance, want).is_err() {
+                self.client = None;
+            }
+        }
+    }
+
+    /// Hands OVN's remote mirrors to petreld if they changed (or petreld
+    /// restarted), like [`Installer::sync_qos`].
+    fn sync_mirrors(&mut self, replica: &Replica, view: &DpView) {
+        let Some(socket) = &self.socket else { return };
+        let want = crate::mirror::ovn_mirrors(replica, &view.ports);
+        if self.client.is_none() {
+            if let Ok(c) = Client::connect_timeout(socket, CLIENT_NAME, TIMEOUT) {
+                self.client = Some(c);
+            }
+        }
+        if let Some(c) = self.client.as_mut() {
+            let instance = c.hello().instance.clone();
+            if self.mirrors.sync(c, &instance, want).is_err() {
                 self.client = None;
             }
         }
@@ -171,6 +193,7 @@ impl Installer {
             },
         };
         self.sync_qos(replica, &view);
+        self.sync_mirrors(replica, &view);
         let mut local = LocalPorts::default();
         for (idx, name, iface) in &view.ports {
             if let Some(i) = iface.as_deref().filter(|s| !s.is_empty()) {

@@ -27,6 +27,7 @@ pub mod features_cli;
 pub mod install;
 pub mod lflow;
 pub mod metrics;
+pub mod mirror;
 pub mod ovsdb;
 pub mod qos;
 pub mod sb;

@@ -1,0 +1,265 @@
+//! OVN's port mirrors (Southbound `Mirror`, linked from
+//! `Port_Binding.mirror_rules`) end to end: real ovsdb-server + ovn-northd,
+//! petrel-ovn, petreld with two vhost-user pods (one `dpdk-testpmd`
+//! replaying pcaps through `net_virtio_user`) and an uplink on a pcap port,
+//! the NB configured with `ovn-nbctl mirror-add` / `lsp-attach-mirror`.
+//!
+//! What is checked on the uplink's capture, with tshark as the dissector:
+//! the GRE copies (`from-lport`, key = index) are exactly the frames pod1
+//! sent, the ERSPAN type II copies (`to-lport`, session id = index,
+//! sequence numbers from 0) exactly the frames pod1 was given, nothing of
+//! the other direction; a sink whose next hop is unknown gets ARP requests
+//! and no copy (counted); an IPv6 sink and an ERSPAN index over 10 bits are
+//! refused and listed; after `lsp-detach-mirror` no more copies; after a
+//! petreld restart petrel-ovn hands the sessions over again.
+#![cfg(feature = "dpdk")]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+use common::pods::{testpmd, wait_for, workspace_bin, Proc, EAL};
+use common::{empty_pcap, read_pcap, tshark_fields, tshark_num, write_pcap};
+use petrel_dataplane::ctl::features::{MirrorRequest, RemoteMirrorInfo};
+use petrel_dataplane::ctl::Client;
+
+const PETRELD: &str = env!("CARGO_BIN_EXE_petreld");
+const POD1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
+const POD2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
+const SINK_MAC: &str = "02:00:00:00:99:01";
+
+/// Distinct frames `src` → `dst` of growing length (a local experimental
+/// EtherType: OVN switches it by MAC like any frame).
+fn frames(count: usize, src: [u8; 6], dst: [u8; 6], seed: u8) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let len = 60 + 37 * i;
+            let mut f: Vec<u8> = (0..len).map(|j| (j as u8).wrapping_mul(7) ^ (i as u8) ^ seed).collect();
+            f[..6].copy_from_slice(&dst);
+            f[6..12].copy_from_slice(&src);
+            f[12..14].copy_from_slice(&[0x88, 0xb5]);
+            f[14] = seed;
+            f[15] = i as u8;
+            f
+        })
+        .collect()
+}
+
+fn petreld(d: &Path, ctl: &Path, up_pcap: &Path, tag: &str) -> Proc {
+    let mut cmd = Command::new(PETRELD);
+    cmd.args(["--eal-args", EAL, "--pmd-cores", "1", "--mbufs", "16383", "--ports-file", "none"])
+        .arg("--control-socket")
+        .arg(ctl)
+        .arg("--port")
+        .arg(format!("pod1=vhost-user,path={},mode=server,iface-id=pod1", d.join("pod1.sock").display()))
+        .arg("--port")
+        .arg(format!("pod2=vhost-user,path={},mode=server,iface-id=pod2", d.join("pod2.sock").display()))
+        .arg("--port")
+        .arg(format!(
+            "up=dpdk,devargs=net_pcap9,rx_pcap={},tx_pcap={}",
+            d.join("empty.pcap").display(),
+            up_pcap.display()
+        ))
+        .args(["--uplink", "up=192.0.2.1/24", "--neighbor", &format!("192.0.2.50={SINK_MAC}")]);
+    Proc::spawn("petreld", cmd, d.join(format!("{tag}.petreld.log")))
+}
+
+/// One replay: pod1 sends `a`, pod2 sends `b` (testpmd io forwarding
+/// pcap ↔ virtio), until both arrived on the other side.
+fn replay(d: &Path, tag: &str, a: &[Vec<u8>], b: &[Vec<u8>]) {
+    let (in_a, in_b) = (d.join(format!("{tag}.inA.pcap")), d.join(format!("{tag}.inB.pcap")));
+    let (out_a, out_b) = (d.join(format!("{tag}.outA.pcap")), d.join(format!("{tag}.outB.pcap")));
+    write_pcap(&in_a, a);
+    write_pcap(&in_b, b);
+    let vdevs = [
+        format!("net_pcap0,rx_pcap={},tx_pcap={}", in_a.display(), out_a.display()),
+        format!("net_virtio_user0,path={}", d.join("pod1.sock").display()),
+        format!("net_virtio_user1,path={}", d.join("pod2.sock").display()),
+        format!("net_pcap1,rx_pcap={},tx_pcap={}", in_b.display(), out_b.display()),
+    ];
+    let mut pod =
+        testpmd(d, tag, &vdevs, &["--forward-mode=io", "--port-topology=paired", "--no-flush-rx", "--nb-cores=1"]);
+    // testpmd writes its pcaps when it stops: wait on its statistics.
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, log) = pod.stop();
+    assert!(ok, "pod failed:\n{log}");
+    assert!(read_pcap(&out_b) == a, "pod2 got what pod1 sent ({} frames)", read_pcap(&out_b).len());
+    assert!(read_pcap(&out_a) == b, "pod1 got what pod2 sent ({} frames)", read_pcap(&out_a).len());
+}
+
+fn remote(c: &mut Client) -> Vec<RemoteMirrorInfo> {
+    c.mirror(MirrorRequest::List).unwrap().remote
+}
+
+fn session<'a>(r: &'a [RemoteMirrorInfo], name: &str) -> &'a RemoteMirrorInfo {
+    r.iter().find(|i| i.mirror.as_ref().is_some_and(|m| m.name == name)).unwrap_or_else(|| panic!("{name}: {r:?}"))
+}
+
+#[test]
+fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut procs = Vec::new();
+    for db in ["nb", "sb"] {
+        let file = d.join(format!("{db}.db"));
+        let o = Command::new("ovsdb-tool")
+            .arg("create")
+            .arg(&file)
+            .arg(format!("/usr/share/ovn/ovn-{db}.ovsschema"))
+            .output()
+            .unwrap_or_else(|e| panic!("ovsdb-tool: {e} (run scripts/bootstrap.sh)"));
+        assert!(o.status.success(), "ovsdb-tool create: {o:?}");
+        let mut cmd = Command::new("ovsdb-server");
+        cmd.arg(format!("--remote=punix:{}", d.join(format!("{db}.sock")).display()))
+            .arg(format!("--unixctl={}", d.join(format!("{db}.ctl")).display()))
+            .arg("--no-chdir")
+            .arg(&file);
+        procs.push(Proc::spawn("ovsdb-server", cmd, d.join(format!("{db}.log"))));
+    }
+    let nb = format!("unix:{}", d.join("nb.sock").display());
+    let sb = format!("unix:{}", d.join("sb.sock").display());
+    let mut northd = Command::new("ovn-northd");
+    northd
+        .arg(format!("--ovnnb-db={nb}"))
+        .arg(format!("--ovnsb-db={sb}"))
+        .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
+        .arg("--no-chdir");
+    procs.push(Proc::spawn("ovn-northd", northd, d.join("northd.log")));
+    let nbctl = |args: &[&str]| {
+        let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
+        assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    wait_for("the NB", 20, || {
+        Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(["--timeout=1", "show"]).status().unwrap().success()
+    });
+    nbctl(&["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
+    nbctl(&["lsp-set-addresses", "pod1", "02:00:00:00:01:01"]);
+    nbctl(&["lsp-set-addresses", "pod2", "02:00:00:00:01:02"]);
+    nbctl(&["mirror-add", "m-gre", "gre", "7", "from-lport", "192.0.2.50"]);
+    nbctl(&["mirror-add", "m-ers", "erspan", "9", "to-lport", "192.0.2.50"]);
+    nbctl(&["mirror-add", "m-far", "gre", "3", "from-lport", "192.0.2.77"]);
+    nbctl(&["mirror-add", "m-v6", "gre", "5", "from-lport", "2001:db8::1"]);
+    nbctl(&["mirror-add", "m-big", "erspan", "2000", "to-lport", "192.0.2.50"]);
+    for m in ["m-gre", "m-ers", "m-far"] {
+        nbctl(&["lsp-attach-mirror", "pod1", m]);
+    }
+    for m in ["m-v6", "m-big"] {
+        nbctl(&["lsp-attach-mirror", "pod2", m]);
+    }
+
+    empty_pcap(&d.join("empty.pcap"));
+    let ctl_sock = d.join("petreld.sock");
+    let up_pcap = d.join("up.pcap");
+    let mut p = petreld(d, &ctl_sock, &up_pcap, "first");
+    wait_for("petreld's control socket", 20, || ctl_sock.exists());
+    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
+    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "192.0.2.1", "--dataplane"]).arg(&ctl_sock);
+    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    nbctl(&["--timeout=30", "--wait=hv", "sync"]);
+
+    let mut c = common::connect(&ctl_sock, "ovn mirror test");
+    wait_for("OVN's mirrors in petreld", 20, || remote(&mut c).len() == 5);
+    let r = remote(&mut c);
+    let gre = session(&r, "m-gre").mirror.clone().unwrap();
+    assert_eq!((gre.sink.as_str(), gre.index, gre.ports.as_slice()), ("192.0.2.50", 7, &["pod1".to_owned()][..]));
+    assert!(session(&r, "m-v6").refused.as_deref().unwrap().contains("IPv6"), "{r:?}");
+    assert!(session(&r, "m-big").refused.as_deref().unwrap().contains("out of range"), "{r:?}");
+    assert!(session(&r, "m-gre").refused.is_none() && session(&r, "m-ers").refused.is_none());
+    let listing =
+        Command::new(workspace_bin("petrelctl")).arg("--socket").arg(&ctl_sock).args(["mirror", "list"]).output();
+    let listing = String::from_utf8(listing.unwrap().stdout).unwrap();
+    assert!(listing.contains("ovn m-gre: pod1 (from-lport) -> gre 192.0.2.50 key 7"), "{listing}");
+    assert!(listing.contains("ovn m-ers: pod1 (to-lport) -> erspan 192.0.2.50 session 9"), "{listing}");
+    assert!(listing.contains("ovn m-v6: pod2 (from-lport) -> gre 2001:db8::1 key 5  REFUSED"), "{listing}");
+
+    // Round 1: every mirror attached.
+    let a1 = frames(20, POD1_MAC, POD2_MAC, 0xa1);
+    let b1 = frames(15, POD2_MAC, POD1_MAC, 0xb1);
+    replay(d, "r1", &a1, &b1);
+    let r = remote(&mut c);
+    assert_eq!(session(&r, "m-gre").copies, 20, "{r:?}");
+    assert_eq!(session(&r, "m-ers").copies, 15, "{r:?}");
+    let far = session(&r, "m-far");
+    assert_eq!((far.copies, far.unresolved, far.no_mbuf, far.too_big), (0, 20, 0, 0), "{far:?}");
+
+    // Round 2: m-gre detached; m-ers keeps counting its sequence.
+    nbctl(&["lsp-detach-mirror", "pod1", "m-gre"]);
+    nbctl(&["--timeout=30", "--wait=hv", "sync"]);
+    wait_for("m-gre gone", 20, || remote(&mut c).iter().all(|i| i.mirror.as_ref().unwrap().name != "m-gre"));
+    let a2 = frames(5, POD1_MAC, POD2_MAC, 0xa2);
+    let b2 = frames(4, POD2_MAC, POD1_MAC, 0xb2);
+    replay(d, "r2", &a2, &b2);
+    assert_eq!(session(&remote(&mut c), "m-ers").copies, 19);
+
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+    assert!(log.contains("mbufs in use after port close: 0"), "{log}");
+
+    // The uplink's capture, dissected by tshark.
+    let fields = [
+        "eth.dst",
+        "ip.src",
+        "ip.dst",
+        "ip.ttl",
+        "ip.flags.df",
+        "ip.checksum.status",
+        "gre.proto",
+        "gre.key",
+        "gre.sequence_number",
+        "erspan.version",
+        "erspan.spanid",
+        "erspan.index",
+        "erspan.truncated",
+        "arp.dst.proto_ipv4",
+    ];
+    let pkts = tshark_fields(&up_pcap, &fields, &[]);
+    let raw = read_pcap(&up_pcap);
+    assert_eq!(pkts.len(), raw.len());
+    let one = |p: &std::collections::BTreeMap<String, Vec<String>>, f: &str| p.get(f).and_then(|v| v.first()).cloned();
+    let (mut gre_inner, mut ers_inner, mut seqs, mut arps) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for (p, f) in pkts.iter().zip(&raw) {
+        if one(p, "arp.dst.proto_ipv4").as_deref() == Some("192.0.2.77") {
+            arps += 1;
+            continue;
+        }
+        assert_eq!(one(p, "ip.src").as_deref(), Some("192.0.2.1"), "{p:?}");
+        assert_eq!(one(p, "ip.dst").as_deref(), Some("192.0.2.50"), "{p:?}");
+        assert_eq!(one(p, "eth.dst").as_deref(), Some(SINK_MAC), "{p:?}");
+        assert_eq!(one(p, "ip.ttl").as_deref(), Some("64"));
+        assert_eq!(one(p, "ip.flags.df").as_deref(), Some("1"));
+        assert_eq!(one(p, "ip.checksum.status").as_deref(), Some("1"), "IPv4 checksum good: {p:?}");
+        match one(p, "gre.proto").map(|s| tshark_num(&s)) {
+            Some(0x6558) => {
+                assert_eq!(one(p, "gre.key").map(|s| tshark_num(&s)), Some(7), "{p:?}");
+                assert_eq!(one(p, "gre.sequence_number"), None, "no sequence number in plain GRE");
+                gre_inner.push(f[42..].to_vec());
+            }
+            Some(0x88be) => {
+                assert_eq!(one(p, "gre.key"), None, "OVS sends no GRE key with ERSPAN");
+                assert_eq!(one(p, "erspan.version").map(|s| tshark_num(&s)), Some(1), "type II: {p:?}");
+                assert_eq!(one(p, "erspan.spanid").map(|s| tshark_num(&s)), Some(9), "{p:?}");
+                assert_eq!(one(p, "erspan.index").map(|s| tshark_num(&s)), Some(9), "{p:?}");
+                assert_eq!(one(p, "erspan.truncated").map(|s| tshark_num(&s)), Some(0));
+                seqs.push(tshark_num(&one(p, "gre.sequence_number").unwrap()));
+                ers_inner.push(f[50..].to_vec());
+            }
+            other => panic!("unexpected frame on the uplink: {other:?} {p:?}"),
+        }
+    }
+    assert!(gre_inner == a1, "GRE copies = what pod1 sent in round 1 only ({} frames)", gre_inner.len());
+    let given: Vec<Vec<u8>> = b1.iter().chain(&b2).cloned().collect();
+    assert!(ers_inner == given, "ERSPAN copies = what pod1 was given ({} frames)", ers_inner.len());
+    assert_eq!(seqs, (0..19).collect::<Vec<u64>>(), "ERSPAN sequence numbers");
+    assert!(arps >= 1, "ARP for the unresolved sink");
+
+    // petreld restarts: petrel-ovn hands the sessions over again.
+    let mut p = petreld(d, &ctl_sock, &d.join("up2.pcap"), "second");
+    let mut c = common::connect(&ctl_sock, "ovn mirror test");
+    wait_for("OVN's mirrors after a petreld restart", 30, || remote(&mut c).len() == 4);
+    assert!(session(&remote(&mut c), "m-ers").refused.is_none());
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+}
