@@ -91,7 +91,7 @@ pub enum MirrorCmd {
         /// Destination.
         dst: Option<String>,
     },
-    /// List mirrors and the copies they made.
+    /// List mirrors (local, and remote ones from OVN) and the copies they made.
     List,
 }
 

@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn test_session_of_row() {
         let s = session_of(&row("gre", "from-lport")).unwrap();
-        assert_eq!((s.kind, s.direction, s.index, s.sink.as_str()), (MirrorKind::Gre, Direction::Ingress, 7, "192.0.2.9"));
+        assert_eq!(
+            (s.kind, s.direction, s.index, s.sink.as_str()),
+            (MirrorKind::Gre, Direction::Ingress, 7, "192.0.2.9")
+        );
         let s = session_of(&row("erspan", "to-lport")).unwrap();
         assert_eq!((s.kind, s.direction), (MirrorKind::Erspan, Direction::Egress));
         assert!(session_of(&row("local", "to-lport")).is_err());

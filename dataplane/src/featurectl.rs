@@ -82,10 +82,7 @@ fn remote_run(m: &RemoteMirror, used: &[bool]) -> Result<(usize, RemoteSink), St
         return Err("filter must be from-lport or to-lport".into());
     }
     let slot = used.iter().position(|u| !u).ok_or_else(|| format!("more than {MAX_REMOTE} remote mirrors"))?;
-    Ok((
-        slot,
-        RemoteSink { kind: m.kind, ip: v4.to_ipv6_mapped().octets(), index, seq: Arc::new(AtomicU32::new(0)) },
-    ))
+    Ok((slot, RemoteSink { kind: m.kind, ip: v4.to_ipv6_mapped().octets(), index, seq: Arc::new(AtomicU32::new(0)) }))
 }
 
 #[derive(Debug, Default)]

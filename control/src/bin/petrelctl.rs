@@ -126,7 +126,7 @@ enum Cmd {
     /// Port policers (token buckets): set, clear, show.
     #[command(subcommand)]
     Qos(features_cli::QosCmd),
-    /// Local port mirrors: add, del, list.
+    /// Port mirrors: add, del, list (list also shows OVN's GRE/ERSPAN sessions).
     #[command(subcommand)]
     Mirror(features_cli::MirrorCmd),
     /// Write a pcap of a port's traffic (`-w -` for `| tcpdump -r -`).
