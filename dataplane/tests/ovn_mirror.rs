@@ -11,7 +11,9 @@
 //! the other direction; a sink whose next hop is unknown gets ARP requests
 //! and no copy (counted); an IPv6 sink and an ERSPAN index over 10 bits are
 //! refused and listed; after `lsp-detach-mirror` no more copies; after a
-//! petreld restart petrel-ovn hands the sessions over again.
+//! petreld restart petrel-ovn hands the sessions over again. A second test
+//! puts the sink behind a veth (a Linux host answering ARP) and captures
+//! there.
 #![cfg(feature = "dpdk")]
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
@@ -49,7 +51,23 @@ fn frames(count: usize, src: [u8; 6], dst: [u8; 6], seed: u8) -> Vec<Vec<u8>> {
 }
 
 fn petreld(d: &Path, ctl: &Path, up_pcap: &Path, tag: &str) -> Proc {
-    let mut cmd = Command::new(PETRELD);
+    let up =
+        format!("up=dpdk,devargs=net_pcap9,rx_pcap={},tx_pcap={}", d.join("empty.pcap").display(), up_pcap.display());
+    let neighbor = format!("192.0.2.50={SINK_MAC}");
+    petreld_with(d, ctl, &up, &["--neighbor", &neighbor], None, tag)
+}
+
+/// petreld with pod1, pod2 and uplink port spec `up` (192.0.2.1/24), in
+/// network namespace `netns` if given.
+fn petreld_with(d: &Path, ctl: &Path, up: &str, extra: &[&str], netns: Option<&str>, tag: &str) -> Proc {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, PETRELD]);
+            c
+        }
+        None => Command::new(PETRELD),
+    };
     cmd.args(["--eal-args", EAL, "--pmd-cores", "1", "--mbufs", "16383", "--ports-file", "none"])
         .arg("--control-socket")
         .arg(ctl)
@@ -58,12 +76,9 @@ fn petreld(d: &Path, ctl: &Path, up_pcap: &Path, tag: &str) -> Proc {
         .arg("--port")
         .arg(format!("pod2=vhost-user,path={},mode=server,iface-id=pod2", d.join("pod2.sock").display()))
         .arg("--port")
-        .arg(format!(
-            "up=dpdk,devargs=net_pcap9,rx_pcap={},tx_pcap={}",
-            d.join("empty.pcap").display(),
-            up_pcap.display()
-        ))
-        .args(["--uplink", "up=192.0.2.1/24", "--neighbor", &format!("192.0.2.50={SINK_MAC}")]);
+        .arg(up)
+        .args(["--uplink", "up=192.0.2.1/24"])
+        .args(extra);
     Proc::spawn("petreld", cmd, d.join(format!("{tag}.petreld.log")))
 }
 
@@ -90,18 +105,9 @@ fn replay(d: &Path, tag: &str, a: &[Vec<u8>], b: &[Vec<u8>]) {
     assert!(read_pcap(&out_a) == b, "pod1 got what pod2 sent ({} frames)", read_pcap(&out_a).len());
 }
 
-fn remote(c: &mut Client) -> Vec<RemoteMirrorInfo> {
-    c.mirror(MirrorRequest::List).unwrap().remote
-}
-
-fn session<'a>(r: &'a [RemoteMirrorInfo], name: &str) -> &'a RemoteMirrorInfo {
-    r.iter().find(|i| i.mirror.as_ref().is_some_and(|m| m.name == name)).unwrap_or_else(|| panic!("{name}: {r:?}"))
-}
-
-#[test]
-fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// ovsdb-server (NB, SB) and ovn-northd in `d`; returns them and the NB
+/// and SB remotes.
+fn ovn(d: &Path) -> (Vec<Proc>, String, String) {
     let mut procs = Vec::new();
     for db in ["nb", "sb"] {
         let file = d.join(format!("{db}.db"));
@@ -128,16 +134,45 @@ fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
         .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
         .arg("--no-chdir");
     procs.push(Proc::spawn("ovn-northd", northd, d.join("northd.log")));
-    let nbctl = |args: &[&str]| {
-        let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
-        assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    };
     wait_for("the NB", 20, || {
         Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(["--timeout=1", "show"]).status().unwrap().success()
     });
-    nbctl(&["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
-    nbctl(&["lsp-set-addresses", "pod1", "02:00:00:00:01:01"]);
-    nbctl(&["lsp-set-addresses", "pod2", "02:00:00:00:01:02"]);
+    (procs, nb, sb)
+}
+
+fn nbctl(nb: &str, args: &[&str]) {
+    let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
+    assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The switch of both tests: pod1 and pod2 with their MACs.
+fn switch(nb: &str) {
+    nbctl(nb, &["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
+    nbctl(nb, &["lsp-set-addresses", "pod1", "02:00:00:00:01:01"]);
+    nbctl(nb, &["lsp-set-addresses", "pod2", "02:00:00:00:01:02"]);
+}
+
+fn petrel_ovn(d: &Path, sb: &str, ctl_sock: &Path) -> Proc {
+    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
+    ovn.arg("--remote").arg(sb).args(["--system-id", "hv1", "--encap-ip", "192.0.2.1", "--dataplane"]).arg(ctl_sock);
+    Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"))
+}
+
+fn remote(c: &mut Client) -> Vec<RemoteMirrorInfo> {
+    c.mirror(MirrorRequest::List).unwrap().remote
+}
+
+fn session<'a>(r: &'a [RemoteMirrorInfo], name: &str) -> &'a RemoteMirrorInfo {
+    r.iter().find(|i| i.mirror.as_ref().is_some_and(|m| m.name == name)).unwrap_or_else(|| panic!("{name}: {r:?}"))
+}
+
+#[test]
+fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_procs, nb, sb) = ovn(d);
+    let nbctl = |args: &[&str]| nbctl(&nb, args);
+    switch(&nb);
     nbctl(&["mirror-add", "m-gre", "gre", "7", "from-lport", "192.0.2.50"]);
     nbctl(&["mirror-add", "m-ers", "erspan", "9", "to-lport", "192.0.2.50"]);
     nbctl(&["mirror-add", "m-far", "gre", "3", "from-lport", "192.0.2.77"]);
@@ -155,9 +190,7 @@ fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
     let up_pcap = d.join("up.pcap");
     let mut p = petreld(d, &ctl_sock, &up_pcap, "first");
     wait_for("petreld's control socket", 20, || ctl_sock.exists());
-    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
-    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "192.0.2.1", "--dataplane"]).arg(&ctl_sock);
-    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    let _ovn = petrel_ovn(d, &sb, &ctl_sock);
     nbctl(&["--timeout=30", "--wait=hv", "sync"]);
 
     let mut c = common::connect(&ctl_sock, "ovn mirror test");
@@ -262,4 +295,120 @@ fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
     assert!(session(&remote(&mut c), "m-ers").refused.is_none());
     let (ok, log) = p.stop();
     assert!(ok, "petreld failed:\n{log}");
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip").args(args).output().unwrap();
+    assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Network namespaces deleted (with their veths) when dropped.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The sink is a Linux host on a veth (its kernel answers ARP): petreld's
+/// uplink is the other end (af_packet, petreld in its own namespace).
+/// Copies of the first burst find the sink unresolved (counted, ARP
+/// sent); once the kernel answered, every copy arrives, and tshark on the
+/// sink's interface dissects ERSPAN type II with session id = index and
+/// the frames pod1 sent, byte for byte.
+#[test]
+fn ovn_erspan_mirror_to_a_sink_resolved_by_arp() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_procs, nb, sb) = ovn(d);
+    let id = std::process::id();
+    let (pns, sns) = (format!("pmir-p{id}"), format!("pmir-s{id}"));
+    let (pdev, sdev) = (format!("pm{id}"), format!("sm{id}"));
+    ip(&["netns", "add", &pns]);
+    let _ns = Netns(vec![pns.clone(), sns.clone()]);
+    ip(&["netns", "add", &sns]);
+    ip(&["link", "add", &pdev, "netns", &pns, "type", "veth", "peer", "name", &sdev, "netns", &sns]);
+    for (ns, dev) in [(&pns, &pdev), (&sns, &sdev)] {
+        ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+    ip(&["-n", &sns, "addr", "add", "192.0.2.77/24", "dev", &sdev]);
+
+    switch(&nb);
+    nbctl(&nb, &["mirror-add", "m-ers", "erspan", "300", "from-lport", "192.0.2.77"]);
+    nbctl(&nb, &["lsp-attach-mirror", "pod1", "m-ers"]);
+
+    let cap = d.join("sink.pcap");
+    let mut tshark = Proc::spawn(
+        "tshark",
+        {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &sns, "tshark", "-n", "-F", "pcap", "-i", &sdev, "-w"]).arg(&cap);
+            c
+        },
+        d.join("tshark.log"),
+    );
+    wait_for("tshark capturing", 20, || tshark.log().contains("Capturing on"));
+
+    let ctl_sock = d.join("petreld.sock");
+    let up = format!("up=dpdk,devargs=net_af_packet0,iface={pdev}");
+    let mut p = petreld_with(d, &ctl_sock, &up, &[], Some(&pns), "arp");
+    wait_for("petreld's control socket", 20, || ctl_sock.exists());
+    let _ovn = petrel_ovn(d, &sb, &ctl_sock);
+    nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
+    let mut c = common::connect(&ctl_sock, "ovn mirror arp test");
+    wait_for("OVN's mirror in petreld", 20, || remote(&mut c).len() == 1);
+
+    // Round 1: the sink's MAC is not known yet.
+    let a1 = frames(10, POD1_MAC, POD2_MAC, 0xc1);
+    replay(d, "r1", &a1, &[]);
+    let s1 = session(&remote(&mut c), "m-ers").clone();
+    assert_eq!(s1.copies + s1.unresolved, 10, "{s1:?}");
+    assert!(s1.unresolved >= 1, "the first copy found no MAC: {s1:?}");
+    // Round 2: resolved by ARP meanwhile.
+    std::thread::sleep(Duration::from_millis(500));
+    let a2 = frames(12, POD1_MAC, POD2_MAC, 0xc2);
+    replay(d, "r2", &a2, &[]);
+    let s2 = session(&remote(&mut c), "m-ers").clone();
+    assert_eq!((s2.copies, s2.unresolved), (s1.copies + 12, s1.unresolved), "{s2:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, tlog) = tshark.stop();
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+
+    let pkts = tshark_fields(&cap, &["arp.opcode", "erspan.version", "erspan.spanid", "gre.sequence_number"], &[]);
+    let raw = read_pcap(&cap);
+    assert_eq!(pkts.len(), raw.len(), "{tlog}");
+    let mut inner = Vec::new();
+    let mut seqs = Vec::new();
+    let mut arp_requests = 0;
+    for (p, f) in pkts.iter().zip(&raw) {
+        let one = |k: &str| p.get(k).and_then(|v| v.first()).map(|s| tshark_num(s));
+        if one("arp.opcode") == Some(1) && f[6..12] != [0; 6] && f[28..32] == [192, 0, 2, 1] {
+            arp_requests += 1;
+        }
+        // The sink's kernel has no GRE: it answers each copy with an ICMP
+        // protocol unreachable quoting it, which tshark dissects too.
+        if f[23] == 47 && f[26..30] == [192, 0, 2, 1] {
+            assert_eq!(one("erspan.version"), Some(1), "{p:?}");
+            assert_eq!(one("erspan.spanid"), Some(300), "{p:?}");
+            seqs.push(one("gre.sequence_number").unwrap());
+            inner.push(f[50..].to_vec());
+        }
+    }
+    assert!(arp_requests >= 1, "petreld asked for the sink's MAC");
+    let n1 = usize::try_from(s1.copies).unwrap();
+    let want: Vec<Vec<u8>> = a1[10 - n1..].iter().chain(&a2).cloned().collect();
+    let lens = |v: &[Vec<u8>]| v.iter().map(|f| (f[14], f[15], f.len())).collect::<Vec<_>>();
+    assert!(
+        inner == want,
+        "the sink got the copies petreld counted ({} frames): {:?} want {:?}; {s1:?} {s2:?}",
+        inner.len(),
+        lens(&inner),
+        lens(&want)
+    );
+    assert_eq!(seqs, (0..want.len() as u64).collect::<Vec<_>>(), "sequence numbers of the copies sent");
 }
