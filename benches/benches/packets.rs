@@ -171,6 +171,34 @@ fn bench_geneve(c: &mut Criterion) {
     });
 }
 
+fn bench_gre(c: &mut Criterion) {
+    use petrel_dataplane::action::gre::{gre_encap, GreSink, GreSinkConfig, MirrorKind};
+    let caps = ChecksumCaps::default();
+    let inner = eth_ipv4_tcp();
+    for (name, kind) in
+        [("action::gre_encap_mirror", MirrorKind::Gre), ("action::erspan_encap_mirror", MirrorKind::Erspan)]
+    {
+        let sink = GreSink::new(&GreSinkConfig {
+            kind,
+            src_mac: [0x02, 0, 0, 0, 0, 1],
+            dst_mac: [0x02, 0, 0, 0, 0, 2],
+            src_ip: std::net::Ipv4Addr::new(192, 0, 2, 1),
+            dst_ip: std::net::Ipv4Addr::new(192, 0, 2, 50),
+            index: 9,
+        })
+        .expect("valid sink");
+        let mut buf = VecBuf::new(&inner, HEADROOM, 64);
+        let mut seq = 0u32;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                buf.reset(black_box(&inner), HEADROOM);
+                seq = seq.wrapping_add(1);
+                gre_encap(&mut buf, &sink, seq, &caps)
+            })
+        });
+    }
+}
+
 fn bench_vlan(c: &mut Criterion) {
     let untagged = eth_ipv4_tcp();
     let mut buf = VecBuf::new(&untagged, HEADROOM, 64);
@@ -190,5 +218,5 @@ fn bench_vlan(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_extract, bench_geneve, bench_vlan);
+criterion_group!(benches, bench_extract, bench_geneve, bench_gre, bench_vlan);
 criterion_main!(benches);
