@@ -73,7 +73,7 @@ struct Remote {
 
 /// Checks a session and gives it a slot (`used`: slots taken).
 fn remote_run(m: &RemoteMirror, used: &[bool]) -> Result<(usize, RemoteSink), String> {
-    let index = m.kind.check_index(m.index)?;
+    let index = m.kind.check_index(m.index).map_err(|e| e.to_string())?;
     let ip: IpAddr = m.sink.trim().parse().map_err(|_| format!("sink {:?} is not an IP address", m.sink))?;
     let IpAddr::V4(v4) = ip else {
         return Err(format!("sink {ip}: IPv6 sinks are not supported (ip6gre/ip6erspan)"));

@@ -106,17 +106,32 @@ impl MirrorKind {
     /// session id), as OVS checks it.
     ///
     /// # Errors
-    /// The reason, for the operator.
-    pub fn check_index(self, index: i64) -> Result<u32, String> {
+    /// [`GreConfigError::IndexOutOfRange`].
+    pub fn check_index(self, index: i64) -> Result<u32, GreConfigError> {
         let max = match self {
             MirrorKind::Gre => u32::MAX,
             MirrorKind::Erspan => ERSPAN_MAX_SID,
         };
-        u32::try_from(index)
-            .ok()
-            .filter(|i| *i <= max)
-            .ok_or_else(|| format!("{} index {index} out of range 0..={max}", self.name()))
+        u32::try_from(index).ok().filter(|i| *i <= max).ok_or(GreConfigError::IndexOutOfRange {
+            kind: self.name(),
+            index,
+            max,
+        })
     }
+}
+
+/// Why a mirror session's headers cannot be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, displaydoc::Display)]
+pub enum GreConfigError {
+    /// {kind} index {index} out of range 0..={max}
+    IndexOutOfRange {
+        /// `gre` or `erspan`.
+        kind: &'static str,
+        /// The index asked for.
+        index: i64,
+        /// The largest the type carries.
+        max: u32,
+    },
 }
 
 /// Where a mirror's copies go, as one PMD sends them.
@@ -151,7 +166,7 @@ impl GreSink {
     ///
     /// # Errors
     /// An index the type cannot carry ([`MirrorKind::check_index`]).
-    pub fn new(c: &GreSinkConfig) -> Result<Self, String> {
+    pub fn new(c: &GreSinkConfig) -> Result<Self, GreConfigError> {
         c.kind.check_index(i64::from(c.index))?;
         let mut t = [0u8; ERSPAN_OUTER_LEN];
         t[0..6].copy_from_slice(&c.dst_mac);
@@ -315,6 +330,10 @@ mod tests {
         assert!(MirrorKind::Gre.check_index(-1).is_err());
         assert!(MirrorKind::Gre.check_index(1 << 32).is_err());
         assert_eq!(MirrorKind::Erspan.check_index(9), Ok(9));
+        assert_eq!(
+            MirrorKind::Erspan.check_index(2000).unwrap_err().to_string(),
+            "erspan index 2000 out of range 0..=1023"
+        );
     }
 
     #[test]
