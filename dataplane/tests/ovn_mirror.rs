@@ -17,6 +17,7 @@
 #![cfg(feature = "dpdk")]
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -25,8 +26,11 @@ mod common;
 
 use common::pods::{testpmd, wait_for, workspace_bin, Proc, EAL};
 use common::{empty_pcap, read_pcap, tshark_fields, tshark_num, write_pcap};
+use petrel_dataplane::action::gre::{gre_encap, GreSink, GreSinkConfig, MirrorKind};
+use petrel_dataplane::buf::{PacketBuf, VecBuf};
 use petrel_dataplane::ctl::features::{MirrorRequest, RemoteMirrorInfo};
 use petrel_dataplane::ctl::Client;
+use petrel_dataplane::wire::ChecksumCaps;
 
 const PETRELD: &str = env!("CARGO_BIN_EXE_petreld");
 const POD1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
@@ -283,6 +287,30 @@ fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
         }
     }
     assert!(gre_inner == a1, "GRE copies = what pod1 sent in round 1 only ({} frames)", gre_inner.len());
+    // Whole frames = what the header builder makes (which
+    // tests/ovs_mirror_format.rs holds to OVS's own output).
+    let sink = |kind, index| {
+        GreSink::new(&GreSinkConfig {
+            kind,
+            src_mac: raw.iter().find(|f| f[23] == 47).map(|f| f[6..12].try_into().unwrap()).unwrap(),
+            dst_mac: common::mac(SINK_MAC),
+            src_ip: Ipv4Addr::new(192, 0, 2, 1),
+            dst_ip: Ipv4Addr::new(192, 0, 2, 50),
+            index,
+        })
+        .unwrap()
+    };
+    let (gre, ers) = (sink(MirrorKind::Gre, 7), sink(MirrorKind::Erspan, 9));
+    let mut n_ers = 0u32;
+    for f in raw.iter().filter(|f| f[23] == 47) {
+        let (s, inner_at, seq) = if f[36..38] == [0x65, 0x58] { (&gre, 42, 0) } else { (&ers, 50, n_ers) };
+        let mut b = VecBuf::new(&f[inner_at..], 128, 0);
+        gre_encap(&mut b, s, seq, &ChecksumCaps::software()).unwrap();
+        assert_eq!(b.data(), &f[..], "a copy as the builder makes it");
+        if inner_at == 50 {
+            n_ers += 1;
+        }
+    }
     let given: Vec<Vec<u8>> = b1.iter().chain(&b2).cloned().collect();
     assert!(ers_inner == given, "ERSPAN copies = what pod1 was given ({} frames)", ers_inner.len());
     assert_eq!(seqs, (0..19).collect::<Vec<u64>>(), "ERSPAN sequence numbers");
