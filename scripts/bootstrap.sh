@@ -19,7 +19,8 @@ fi
 #   run:    dpdk (PMD drivers), dpdk-dev (dpdk-testpmd: pod app and generator)
 #   tests:  python3-scapy (fixtures), tshark (dissection checks), iproute2 (netns, veth), iputils-ping (underlay)
 #   OVN:    ovn-central (ovsdb-server, ovn-northd, ovn-nbctl/-sbctl), ovn-host (ovn-controller, ovn-trace),
-#           openvswitch-switch (the OVS chassis of scripts/overlay-test.sh)
+#           openvswitch-switch (the OVS chassis of scripts/overlay-test.sh, the reference of
+#           dataplane/tests/ovs_mirror_format.rs)
 #   bench:  openvswitch-switch-dpdk (OVS-DPDK, the peer that scripts/bench.sh measures)
 #   CNI:    containernetworking-plugins (host-local IPAM for petrel-cni), python3-venv
 #           (kubernetes-validate, below, checks deploy/)

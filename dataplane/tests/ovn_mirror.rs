@@ -10,7 +10,8 @@
 //! sequence numbers from 0) exactly the frames pod1 was given, nothing of
 //! the other direction; a sink whose next hop is unknown gets ARP requests
 //! and no copy (counted); an IPv6 sink and an ERSPAN index over 10 bits are
-//! refused and listed; after `lsp-detach-mirror` no more copies; after a
+//! refused and listed; a copy too big for the uplink's MTU is counted and
+//! not sent (the original is delivered); after `lsp-detach-mirror` no more copies; after a
 //! petreld restart petrel-ovn hands the sessions over again. A second test
 //! puts the sink behind a veth (a Linux host answering ARP) and captures
 //! there.
@@ -227,9 +228,16 @@ fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
     nbctl(&["--timeout=30", "--wait=hv", "sync"]);
     wait_for("m-gre gone", 20, || remote(&mut c).iter().all(|i| i.mirror.as_ref().unwrap().name != "m-gre"));
     let a2 = frames(5, POD1_MAC, POD2_MAC, 0xa2);
-    let b2 = frames(4, POD2_MAC, POD1_MAC, 0xb2);
+    let mut b2 = frames(4, POD2_MAC, POD1_MAC, 0xb2);
+    // 1470 bytes + 36 of GRE/ERSPAN + 20 of IPv4 > the uplink's MTU of
+    // 1500: no copy (counted), the original is delivered all the same.
+    let mut big = frames(1, POD2_MAC, POD1_MAC, 0xbb).remove(0);
+    big.resize(1470, 0x5a);
+    b2.insert(2, big);
     replay(d, "r2", &a2, &b2);
-    assert_eq!(session(&remote(&mut c), "m-ers").copies, 19);
+    let ers = session(&remote(&mut c), "m-ers").clone();
+    assert_eq!((ers.copies, ers.too_big), (19, 1), "{ers:?}");
+    b2.remove(2);
 
     let (ok, log) = p.stop();
     assert!(ok, "petreld failed:\n{log}");
