@@ -182,8 +182,8 @@ fn bench_gre(c: &mut Criterion) {
             kind,
             src_mac: [0x02, 0, 0, 0, 0, 1],
             dst_mac: [0x02, 0, 0, 0, 0, 2],
-            src_ip: std::net::Ipv4Addr::new(192, 0, 2, 1),
-            dst_ip: std::net::Ipv4Addr::new(192, 0, 2, 50),
+            src_ip: std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+            dst_ip: std::net::Ipv4Addr::new(192, 0, 2, 50).into(),
             index: 9,
         })
         .expect("valid sink");

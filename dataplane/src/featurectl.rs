@@ -13,10 +13,11 @@
 //!
 //! Remote mirror sessions (OVN's Southbound `Mirror`, handed over whole by
 //! petrel-ovn with `mirror sync`) are kept by mirror name; each has a
-//! session slot (an index into the PMDs' [`Features::remote`]) and a
-//! sequence counter that survive a sync which leaves the session as it
-//! was, so ERSPAN sequence numbers keep counting. A session petreld cannot
-//! run (IPv6 or unparsable sink, an index the type cannot carry, more than
+//! session slot (an index into the PMDs' [`Features::remote`]) and
+//! counters that survive a sync which leaves the session as it was. The
+//! ERSPAN sequence number is one counter for all sessions, as in OVS
+//! ([`crate::pmd::features`]). A session petreld cannot
+//! run (an unparsable sink, an index the type cannot carry, more than
 //! [`MAX_REMOTE`] sessions) is kept with the reason and listed by
 //! `petrelctl mirror list`, and copies nothing.
 //!
@@ -71,18 +72,21 @@ struct Remote {
     run: Result<(usize, RemoteSink), String>,
 }
 
-/// Checks a session and gives it a slot (`used`: slots taken).
-fn remote_run(m: &RemoteMirror, used: &[bool]) -> Result<(usize, RemoteSink), String> {
+/// Checks a session and gives it a slot (`used`: slots taken), the ERSPAN
+/// sequence counter `seq` and the instance number `instance`.
+fn remote_run(
+    m: &RemoteMirror,
+    used: &[bool],
+    seq: &Arc<AtomicU32>,
+    instance: u64,
+) -> Result<(usize, RemoteSink), String> {
     let index = m.kind.check_index(m.index).map_err(|e| e.to_string())?;
     let ip: IpAddr = m.sink.trim().parse().map_err(|_| format!("sink {:?} is not an IP address", m.sink))?;
-    let IpAddr::V4(v4) = ip else {
-        return Err(format!("sink {ip}: IPv6 sinks are not supported (ip6gre/ip6erspan)"));
-    };
     if !matches!(m.direction, Direction::Ingress | Direction::Egress) {
         return Err("filter must be from-lport or to-lport".into());
     }
     let slot = used.iter().position(|u| !u).ok_or_else(|| format!("more than {MAX_REMOTE} remote mirrors"))?;
-    Ok((slot, RemoteSink { kind: m.kind, ip: v4.to_ipv6_mapped().octets(), index, seq: Arc::new(AtomicU32::new(0)) }))
+    Ok((slot, RemoteSink { kind: m.kind, ip: crate::underlay::ip16(ip), index, seq: Arc::clone(seq), instance }))
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +95,10 @@ struct State {
     qos_ovn: BTreeMap<String, PortQos>,
     mirrors: Vec<MirrorInfo>,
     remote: Vec<Remote>,
+    /// The ERSPAN sequence counter of every session (OVS: one per
+    /// datapath, the `erspan_sys` port's), and the last session instance.
+    erspan_seq: Arc<AtomicU32>,
+    remote_instances: u64,
     captures: BTreeMap<u64, Session>,
     next_id: u64,
 }
@@ -429,7 +437,8 @@ impl FeatureCtl {
             .collect();
         for (k, m) in kept.iter_mut().zip(want) {
             if k.is_none() {
-                let run = remote_run(&m, &used);
+                st.remote_instances += 1;
+                let run = remote_run(&m, &used, &st.erspan_seq, st.remote_instances);
                 if let Ok((id, _)) = &run {
                     used[*id] = true;
                 }

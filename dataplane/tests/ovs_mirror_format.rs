@@ -3,12 +3,14 @@
 //! datapath on dummy ports, native tunnelling as in OVS's
 //! `tests/tunnel-push-pop.at`) mirrors a port to a `gre` tunnel
 //! (`key=7`) and an `erspan` one (`key=9`, `erspan_ver=1`, `erspan_idx=9`)
-//! — the interfaces ovn-controller makes for a Southbound `Mirror` — and
-//! its uplink's capture must equal, byte for byte, what `gre_encap` builds
-//! for the same frames (ERSPAN sequence numbers counting from 0).
+//! — the interfaces ovn-controller makes for a Southbound `Mirror` — to
+//! an IPv4 and to an IPv6 sink, and its uplink's capture must equal, byte
+//! for byte, what `gre_encap` builds for the same frames. ERSPAN sequence
+//! numbers: OVS's userspace datapath has one `erspan_sys` port for every
+//! `erspan` interface, and its one counter numbers the copies of all of
+//! them from 0 (petreld does the same).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -161,16 +163,43 @@ fn gre_and_erspan_copies_equal_what_ovs_emits() {
         "options:key=9",
         "options:erspan_ver=1",
         "options:erspan_idx=9",
+        "--",
+        "add-port",
+        "br0",
+        "t-gre6",
+        "--",
+        "set",
+        "interface",
+        "t-gre6",
+        "type=gre",
+        "options:remote_ip=2001:db8::50",
+        "options:key=7",
+        "--",
+        "add-port",
+        "br0",
+        "t-ers6",
+        "--",
+        "set",
+        "interface",
+        "t-ers6",
+        "type=erspan",
+        "options:remote_ip=2001:db8::50",
+        "options:key=9",
+        "options:erspan_ver=1",
+        "options:erspan_idx=9",
     ]);
     appctl(&["netdev-dummy/ip4addr", "br-phy", "192.0.2.1/24"]);
     appctl(&["ovs/route/add", "192.0.2.0/24", "br-phy"]);
     appctl(&["tnl/neigh/set", "br-phy", "192.0.2.50", "02:00:00:00:99:01"]);
+    appctl(&["netdev-dummy/ip6addr", "br-phy", "2001:db8::1/64"]);
+    appctl(&["ovs/route/add", "2001:db8::/64", "br-phy"]);
+    appctl(&["tnl/neigh/set", "br-phy", "2001:db8::50", "02:00:00:00:99:01"]);
     vsctl(&[
         "--",
         "set",
         "bridge",
         "br0",
-        "mirrors=@g,@e",
+        "mirrors=@g,@e,@g6,@e6",
         "--",
         "--id=@p1",
         "get",
@@ -186,6 +215,30 @@ fn gre_and_erspan_copies_equal_what_ovs_emits() {
         "get",
         "port",
         "t-ers",
+        "--",
+        "--id=@tg6",
+        "get",
+        "port",
+        "t-gre6",
+        "--",
+        "--id=@te6",
+        "get",
+        "port",
+        "t-ers6",
+        "--",
+        "--id=@g6",
+        "create",
+        "mirror",
+        "name=g6",
+        "select_src_port=@p1",
+        "output_port=@tg6",
+        "--",
+        "--id=@e6",
+        "create",
+        "mirror",
+        "name=e6",
+        "select_src_port=@p1",
+        "output_port=@te6",
         "--",
         "--id=@g",
         "create",
@@ -211,7 +264,7 @@ fn gre_and_erspan_copies_equal_what_ovs_emits() {
         let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
         appctl(&["netdev-dummy/receive", "p1", &hex]);
     }
-    let want_n = 2 * input.len();
+    let want_n = 4 * input.len();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut got = Vec::new();
     while Instant::now() < deadline {
@@ -226,29 +279,41 @@ fn gre_and_erspan_copies_equal_what_ovs_emits() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(got.len(), want_n, "OVS sent one GRE and one ERSPAN copy per frame");
+    assert_eq!(got.len(), want_n, "OVS sent a GRE and an ERSPAN copy per frame and sink");
 
-    let sink = |kind, index| {
+    let sink = |kind, index, src: &str, dst: &str| {
         GreSink::new(&GreSinkConfig {
             kind,
             src_mac: [0x02, 0, 0, 0, 0, 0x01],
             dst_mac: [0x02, 0, 0, 0, 0x99, 0x01],
-            src_ip: Ipv4Addr::new(192, 0, 2, 1),
-            dst_ip: Ipv4Addr::new(192, 0, 2, 50),
+            src_ip: src.parse().unwrap(),
+            dst_ip: dst.parse().unwrap(),
             index,
         })
         .unwrap()
     };
-    let (gre, ers) = (sink(MirrorKind::Gre, 7), sink(MirrorKind::Erspan, 9));
     let caps = ChecksumCaps::software();
-    let (ovs_gre, ovs_ers): (Vec<_>, Vec<_>) = got.into_iter().partition(|f| f[36..38] == [0x65, 0x58]);
-    assert_eq!((ovs_gre.len(), ovs_ers.len()), (input.len(), input.len()));
-    for (i, f) in input.iter().enumerate() {
-        let mut b = VecBuf::new(f, 128, 0);
-        gre_encap(&mut b, &gre, 0, &caps).unwrap();
-        assert_eq!(b.data(), &ovs_gre[i][..], "GRE copy of frame {i}");
-        let mut b = VecBuf::new(f, 128, 0);
-        gre_encap(&mut b, &ers, i as u32, &caps).unwrap();
-        assert_eq!(b.data(), &ovs_ers[i][..], "ERSPAN copy of frame {i} (sequence number {i})");
+    let mut seqs = Vec::new();
+    for (src, dst, ethertype, ip_len) in
+        [("192.0.2.1", "192.0.2.50", [0x08, 0x00], 20), ("2001:db8::1", "2001:db8::50", [0x86, 0xdd], 40)]
+    {
+        let (gre, ers) = (sink(MirrorKind::Gre, 7, src, dst), sink(MirrorKind::Erspan, 9, src, dst));
+        let proto = 14 + ip_len + 2;
+        let mine: Vec<&Vec<u8>> = got.iter().filter(|f| f[12..14] == ethertype).collect();
+        let (ovs_gre, ovs_ers): (Vec<_>, Vec<_>) = mine.into_iter().partition(|f| f[proto..proto + 2] == [0x65, 0x58]);
+        assert_eq!((ovs_gre.len(), ovs_ers.len()), (input.len(), input.len()), "{dst}");
+        for (i, f) in input.iter().enumerate() {
+            let mut b = VecBuf::new(f, 128, 0);
+            gre_encap(&mut b, &gre, 0, &caps).unwrap();
+            assert_eq!(b.data(), &ovs_gre[i][..], "GRE copy of frame {i} to {dst}");
+            let at = proto + 2;
+            let seq = u32::from_be_bytes(ovs_ers[i][at..at + 4].try_into().unwrap());
+            seqs.push(seq);
+            let mut b = VecBuf::new(f, 128, 0);
+            gre_encap(&mut b, &ers, seq, &caps).unwrap();
+            assert_eq!(b.data(), &ovs_ers[i][..], "ERSPAN copy of frame {i} to {dst} (sequence number {seq})");
+        }
     }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..2 * input.len() as u32).collect::<Vec<_>>(), "one sequence for both ERSPAN tunnels");
 }

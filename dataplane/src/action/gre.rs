@@ -40,10 +40,13 @@
 //! ERSPAN session id has 10 bits and the index 20: OVS refuses to build a
 //! header beyond (`EINVAL`), so [`GreSink::new`] does too.
 //!
-//! IPv4 only: ovn-controller 23.03 creates `gre`/`erspan` interfaces
-//! whatever the sink's family, and IPv6 sinks are refused by petreld.
+//! IPv6 sinks: ovn-controller 23.03 makes the same `gre`/`erspan`
+//! interfaces with an IPv6 `remote_ip`, and OVS then sends the same GRE
+//! and ERSPAN headers behind an IPv6 header: traffic class 0, flow label
+//! 0, next header 47, hop limit 64 (`netdev_tnl_ip_build_header`,
+//! `netdev_tnl_push_ip_header` with label 0).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::buf::PacketBuf;
 use crate::drop::DropReason;
@@ -69,11 +72,14 @@ pub const TTL: u8 = 64;
 
 const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
+const IP6_LEN: usize = 40;
 /// Outer headers of a `gre` copy: Ethernet, IPv4, GRE with key.
 pub const GRE_OUTER_LEN: usize = ETH_LEN + IP_LEN + 8;
 /// Outer headers of an `erspan` copy: Ethernet, IPv4, GRE with sequence
 /// number, ERSPAN v1 header and index.
 pub const ERSPAN_OUTER_LEN: usize = ETH_LEN + IP_LEN + 8 + 8;
+/// The longest outer headers: ERSPAN over IPv6.
+pub const MAX_OUTER_LEN: usize = ETH_LEN + IP6_LEN + 8 + 8;
 
 /// The mirror tunnel types of the Southbound `Mirror` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -94,11 +100,11 @@ impl MirrorKind {
         }
     }
 
-    /// Bytes put in front of a copy.
-    pub fn outer_len(self) -> usize {
+    /// GRE header and options, plus ERSPAN's header and index.
+    fn gre_len(self) -> usize {
         match self {
-            MirrorKind::Gre => GRE_OUTER_LEN,
-            MirrorKind::Erspan => ERSPAN_OUTER_LEN,
+            MirrorKind::Gre => 8,
+            MirrorKind::Erspan => 16,
         }
     }
 
@@ -132,6 +138,8 @@ pub enum GreConfigError {
         /// The largest the type carries.
         max: u32,
     },
+    /// the tunnel IP and the sink are not of one address family
+    MixedFamilies,
 }
 
 /// Where a mirror's copies go, as one PMD sends them.
@@ -144,9 +152,9 @@ pub struct GreSinkConfig {
     /// The next hop's MAC.
     pub dst_mac: [u8; 6],
     /// The node's tunnel IP.
-    pub src_ip: Ipv4Addr,
-    /// The sink.
-    pub dst_ip: Ipv4Addr,
+    pub src_ip: IpAddr,
+    /// The sink (same family).
+    pub dst_ip: IpAddr,
     /// The Southbound `Mirror.index`: GRE key, ERSPAN session id and index.
     pub index: u32,
 }
@@ -155,9 +163,13 @@ pub struct GreSinkConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GreSink {
     kind: MirrorKind,
-    template: [u8; ERSPAN_OUTER_LEN],
+    template: [u8; MAX_OUTER_LEN],
+    /// Ethernet + IP header + GRE (+ ERSPAN).
+    outer_len: usize,
+    /// IPv6 outer header.
+    v6: bool,
     /// One's-complement sum of the template's IPv4 header (total length
-    /// and checksum zero).
+    /// and checksum zero); unused for IPv6.
     partial_sum: u16,
 }
 
@@ -165,22 +177,39 @@ impl GreSink {
     /// Prebuilds the headers.
     ///
     /// # Errors
-    /// An index the type cannot carry ([`MirrorKind::check_index`]).
+    /// An index the type cannot carry ([`MirrorKind::check_index`]),
+    /// addresses of two families.
     pub fn new(c: &GreSinkConfig) -> Result<Self, GreConfigError> {
         c.kind.check_index(i64::from(c.index))?;
-        let mut t = [0u8; ERSPAN_OUTER_LEN];
+        let mut t = [0u8; MAX_OUTER_LEN];
         t[0..6].copy_from_slice(&c.dst_mac);
         t[6..12].copy_from_slice(&c.src_mac);
-        t[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        let ip = &mut t[ETH_LEN..ETH_LEN + IP_LEN];
-        ip[0] = 0x45;
-        ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
-        ip[8] = TTL;
-        ip[9] = IPPROTO_GRE;
-        ip[12..16].copy_from_slice(&c.src_ip.octets());
-        ip[16..20].copy_from_slice(&c.dst_ip.octets());
-        let partial_sum = checksum::data(ip);
-        let g = &mut t[ETH_LEN + IP_LEN..];
+        let (ip_len, v6, partial_sum) = match (c.src_ip, c.dst_ip) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                t[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                let ip = &mut t[ETH_LEN..ETH_LEN + IP_LEN];
+                ip[0] = 0x45;
+                ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+                ip[8] = TTL;
+                ip[9] = IPPROTO_GRE;
+                ip[12..16].copy_from_slice(&src.octets());
+                ip[16..20].copy_from_slice(&dst.octets());
+                (IP_LEN, false, checksum::data(ip))
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                t[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+                let ip = &mut t[ETH_LEN..ETH_LEN + IP6_LEN];
+                ip[0] = 0x60; // version 6, traffic class 0, flow label 0
+                ip[6] = IPPROTO_GRE;
+                ip[7] = TTL;
+                ip[8..24].copy_from_slice(&src.octets());
+                ip[24..40].copy_from_slice(&dst.octets());
+                (IP6_LEN, true, 0)
+            }
+            _ => return Err(GreConfigError::MixedFamilies),
+        };
+        let outer_len = ETH_LEN + ip_len + c.kind.gre_len();
+        let g = &mut t[ETH_LEN + ip_len..];
         match c.kind {
             MirrorKind::Gre => {
                 g[0..2].copy_from_slice(&GRE_KEY.to_be_bytes());
@@ -198,7 +227,7 @@ impl GreSink {
                 g[12..16].copy_from_slice(&(c.index & ERSPAN_MAX_IDX).to_be_bytes());
             }
         }
-        Ok(GreSink { kind: c.kind, template: t, partial_sum })
+        Ok(GreSink { kind: c.kind, template: t, outer_len, v6, partial_sum })
     }
 
     /// The session's type.
@@ -208,7 +237,7 @@ impl GreSink {
 
     /// Bytes put in front of each copy.
     pub fn outer_len(&self) -> usize {
-        self.kind.outer_len()
+        self.outer_len
     }
 }
 
@@ -232,18 +261,25 @@ pub fn gre_encap<B: PacketBuf + ?Sized>(
     if inner < ETH_LEN {
         return Err(DropReason::EthTruncated);
     }
-    let outer = sink.outer_len();
-    let total = u16::try_from(inner + outer - ETH_LEN).map_err(|_| DropReason::EncapTooBig)?;
+    let outer = sink.outer_len;
+    let ip_len = if sink.v6 { IP6_LEN } else { IP_LEN };
+    // IPv4: total length; IPv6: payload length.
+    let field = inner + outer - ETH_LEN - if sink.v6 { IP6_LEN } else { 0 };
+    let field = u16::try_from(field).map_err(|_| DropReason::EncapTooBig)?;
     buf.prepend(outer).map_err(|_| DropReason::NoHeadroom)?;
     let d = buf.data_mut();
     d[..outer].copy_from_slice(&sink.template[..outer]);
-    d[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total.to_be_bytes());
-    if !caps.ipv4.tx {
-        let c = !checksum::combine(&[sink.partial_sum, total]);
-        d[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&c.to_be_bytes());
+    if sink.v6 {
+        d[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&field.to_be_bytes());
+    } else {
+        d[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&field.to_be_bytes());
+        if !caps.ipv4.tx {
+            let c = !checksum::combine(&[sink.partial_sum, field]);
+            d[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&c.to_be_bytes());
+        }
     }
     if sink.kind == MirrorKind::Erspan {
-        let at = ETH_LEN + IP_LEN + 4;
+        let at = ETH_LEN + ip_len + 4;
         d[at..at + 4].copy_from_slice(&seq.to_be_bytes());
     }
     Ok(())
@@ -260,8 +296,8 @@ mod tests {
             kind,
             src_mac: [0x02, 0, 0, 0, 0, 0x01],
             dst_mac: [0x02, 0, 0, 0, 0, 0x02],
-            src_ip: Ipv4Addr::new(192, 0, 2, 1),
-            dst_ip: Ipv4Addr::new(192, 0, 2, 50),
+            src_ip: "192.0.2.1".parse().unwrap(),
+            dst_ip: "192.0.2.50".parse().unwrap(),
             index,
         }
     }
@@ -320,6 +356,37 @@ mod tests {
         assert_eq!(&d[..ERSPAN_OUTER_LEN], &ERSPAN_HDR[..]);
         assert_eq!(&d[ERSPAN_OUTER_LEN..], &inner()[..]);
         assert_eq!(checksum::data(&d[14..34]), 0xffff);
+    }
+
+    #[rustfmt::skip]
+    static ERSPAN6_HDR: [u8; MAX_OUTER_LEN] = [
+        // Ethernet: next hop, uplink, IPv6
+        0x02, 0, 0, 0, 0, 0x02,  0x02, 0, 0, 0, 0, 0x01,  0x86, 0xdd,
+        // IPv6: version 6, TC 0, label 0; payload 16+60=76, next header GRE, hop limit 64
+        0x60, 0x00, 0x00, 0x00,  0x00, 0x4c, 0x2f, 0x40,
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
+        // GRE: S flag, ERSPAN, sequence number 3
+        0x10, 0x00, 0x88, 0xbe,  0x00, 0x00, 0x00, 0x03,
+        // ERSPAN: ver 1, session id 9; index 9
+        0x10, 0x00, 0x00, 0x09,  0x00, 0x00, 0x00, 0x09,
+    ];
+
+    #[test]
+    fn test_emit_erspan_ipv6() {
+        let c = GreSinkConfig {
+            src_ip: "2001:db8::1".parse().unwrap(),
+            dst_ip: "2001:db8::50".parse().unwrap(),
+            ..cfg(MirrorKind::Erspan, 9)
+        };
+        let sink = GreSink::new(&c).unwrap();
+        assert_eq!(sink.outer_len(), MAX_OUTER_LEN);
+        let mut b = VecBuf::new(&inner(), 128, 0);
+        gre_encap(&mut b, &sink, 3, &ChecksumCaps::software()).unwrap();
+        assert_eq!(&b.data()[..MAX_OUTER_LEN], &ERSPAN6_HDR[..]);
+        assert_eq!(&b.data()[MAX_OUTER_LEN..], &inner()[..]);
+        let c = GreSinkConfig { dst_ip: "192.0.2.50".parse().unwrap(), ..c };
+        assert_eq!(GreSink::new(&c), Err(GreConfigError::MixedFamilies));
     }
 
     #[test]

@@ -12,10 +12,12 @@
 //! Remote mirrors (OVN's Southbound `Mirror`: GRE / ERSPAN to a sink
 //! address) share the mirror flags with local ones: a port's
 //! [`PortFeatures::remote_rx`]/[`PortFeatures::remote_tx`] name sessions
-//! of [`Features::remote`] by slot. A session's sequence number is one
-//! atomic counter shared by every PMD (OVS keeps one per tunnel too), so
-//! ERSPAN sequence numbers are unique per session; it is touched only
-//! when a copy is sent.
+//! of [`Features::remote`] by slot. The ERSPAN sequence number is one
+//! atomic counter shared by every PMD and every ERSPAN session, exactly as
+//! in OVS's userspace datapath, where all `erspan` interfaces are one
+//! datapath port (`erspan_sys`) whose netdev holds the one `gre_seqno`
+//! (so a session's numbers have gaps when several run); it is touched only
+//! when an ERSPAN copy is sent.
 //!
 //! Cost when a port has no feature: one byte of [`Features::flags`] read
 //! per received burst and per packet sent (the wire cross-connect checks
@@ -58,13 +60,15 @@ pub const MAX_REMOTE: usize = 32;
 pub struct RemoteSink {
     /// GRE or ERSPAN.
     pub kind: MirrorKind,
-    /// The sink (IPv4-mapped).
+    /// The sink (IPv4-mapped or IPv6).
     pub ip: [u8; 16],
     /// GRE key / ERSPAN session id and index.
     pub index: u32,
-    /// The session's next sequence number (shared by the PMDs, kept while
-    /// the session lives).
+    /// The next ERSPAN sequence number (shared by the PMDs and sessions).
     pub seq: Arc<AtomicU32>,
+    /// Which session this is (a slot given to another session gets a new
+    /// number, and its counters start from zero).
+    pub instance: u64,
 }
 
 /// One port's features, as one PMD applies them.

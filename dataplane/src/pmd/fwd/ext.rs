@@ -128,11 +128,11 @@ impl Ext {
             }
         }
         // Remote sinks are rebuilt on next use; a slot given to another
-        // session (a new sequence counter) starts its counters from zero.
+        // session starts its counters from zero.
         for (i, s) in self.sinks.iter_mut().enumerate() {
             s.epoch = 0;
-            let old = self.cur.remote.get(i).and_then(Option::as_ref).map(|r| Arc::as_ptr(&r.seq));
-            let cur = new.remote.get(i).and_then(Option::as_ref).map(|r| Arc::as_ptr(&r.seq));
+            let old = self.cur.remote.get(i).and_then(Option::as_ref).map(|r| r.instance);
+            let cur = new.remote.get(i).and_then(Option::as_ref).map(|r| r.instance);
             if old != cur {
                 if let Some(c) = self.remote_counters.get_mut(i) {
                     *c = RemoteCounters::default();
@@ -219,11 +219,7 @@ impl Engine {
         let sink = self.uplinks.get(uplink).and_then(|up| {
             let (mac, s) = self.neigh.lookup(&nexthop)?;
             stale = s;
-            let (std::net::IpAddr::V4(src_ip), std::net::IpAddr::V4(dst_ip)) =
-                (underlay::ip_of(&up.ip), underlay::ip_of(ip))
-            else {
-                return None;
-            };
+            let (src_ip, dst_ip) = (underlay::ip_of(&up.ip), underlay::ip_of(ip));
             GreSink::new(&GreSinkConfig { kind, src_mac: up.mac, dst_mac: mac, src_ip, dst_ip, index }).ok()
         });
         SinkSlot { epoch: self.tun_epoch, uplink, nexthop, sink, stale }
