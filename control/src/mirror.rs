@@ -13,8 +13,8 @@
 //! row used by a port bound directly to a petreld port (its `iface-id=`),
 //! with the petreld ports using it, handed over whole with a `mirror sync`
 //! request whenever it changes, or when petreld restarted. petreld checks
-//! what it cannot run (an IPv6 sink, an index the type cannot carry) and
-//! lists it as refused. Container (child) ports share their parent's
+//! what it cannot run (a sink that is not an IP address, an index the
+//! type cannot carry) and lists it as refused. Container (child) ports share their parent's
 //! petreld port and are not mirrored, as for QoS.
 
 use std::collections::BTreeMap;

@@ -166,7 +166,7 @@ pub struct RemoteMirror {
     pub name: String,
     /// `Mirror.type`.
     pub kind: MirrorKind,
-    /// `Mirror.sink`: an IPv4 address (IPv6 is refused).
+    /// `Mirror.sink`: an IPv4 or IPv6 address.
     pub sink: String,
     /// `Mirror.index`: GRE key, ERSPAN session id.
     pub index: i64,
