@@ -33,9 +33,10 @@
 //! only the sequence flag (OVS does not send the key in the GRE header of
 //! ERSPAN: the session id carries it), VLAN 0, COS 0, En 0 (OVS's
 //! "originally without VLAN tag", even for tagged frames), T 0 (never
-//! truncated). The sequence number counts the copies sent on the session,
-//! from 0 (OVS: `atomic_count_inc` of the tunnel's counter, which returns
-//! the value before the increment). Outer IPv4: TOS 0, ID 0, DF set
+//! truncated). The sequence number is the caller's: OVS numbers from 0
+//! (`atomic_count_inc` returns the value before the increment) with the
+//! counter of its datapath's one `erspan_sys` port, i.e. one sequence for
+//! all ERSPAN interfaces, which `pmd::features` reproduces. Outer IPv4: TOS 0, ID 0, DF set
 //! (OVS's `df_default=true`), TTL 64, protocol 47, checksum computed. The
 //! ERSPAN session id has 10 bits and the index 20: OVS refuses to build a
 //! header beyond (`EINVAL`), so [`GreSink::new`] does too.
