@@ -147,6 +147,13 @@ impl Collector for NodeCollector {
         )?;
         family(
             &mut enc,
+            "petrel_pmd_sleep_cycles",
+            "TSC cycles a PMD spent asleep (--pmd-sleep-max).",
+            c,
+            &pmds(|p| p.sleep_cycles),
+        )?;
+        family(
+            &mut enc,
             "petrel_pmd_rx_bursts",
             "Receive calls that returned packets (packets per burst: rx_packets / rx_bursts).",
             c,
@@ -328,6 +335,7 @@ mod tests {
                         cpu: 1,
                         busy_cycles: 1000,
                         idle_cycles: 9000,
+                        sleep_cycles: 0,
                         rx_bursts: 4,
                         rx_packets: n,
                         layers: vec![

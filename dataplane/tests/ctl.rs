@@ -140,6 +140,7 @@ impl Node for FakeNode {
                 cpu: 1,
                 busy_cycles: 3000,
                 idle_cycles: 1000,
+                sleep_cycles: 500,
                 rx_bursts: 4,
                 rx_packets: 100,
                 layers: vec![
@@ -267,7 +268,8 @@ fn every_request_round_trips_through_the_socket() {
     assert!(pmd.contains("avg. packets per burst: 25.0"), "{pmd}");
     assert!(pmd.contains("emc hits: 90 (90.0%)"), "{pmd}");
     assert!(pmd.contains("answered by no layer: 2 (2.0%)"), "{pmd}");
-    assert!(pmd.contains("busy cycles: 3000 (75.0%)"), "{pmd}");
+    assert!(pmd.contains("busy cycles: 3000 (66.7%)"), "{pmd}");
+    assert!(pmd.contains("sleep cycles: 500 (11.1%)"), "{pmd}");
 
     let drops = render::drops(&c.drops().unwrap());
     assert_eq!(drops.lines().collect::<Vec<_>>().len(), 3, "{drops}");

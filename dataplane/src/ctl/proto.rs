@@ -607,6 +607,9 @@ pub struct PmdInfo {
     pub busy_cycles: u64,
     /// TSC ticks in polls that received nothing.
     pub idle_cycles: u64,
+    /// TSC ticks asleep (`petreld --pmd-sleep-max`).
+    #[serde(default)]
+    pub sleep_cycles: u64,
     /// Receive calls that returned packets.
     pub rx_bursts: u64,
     /// Packets received.
@@ -628,6 +631,7 @@ impl PmdInfo {
             cpu,
             busy_cycles: c.busy_cycles,
             idle_cycles: c.idle_cycles,
+            sleep_cycles: c.sleep_cycles,
             rx_bursts: c.rx_bursts,
             rx_packets: c.rx_packets,
             layers: vec![

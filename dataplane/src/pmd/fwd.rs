@@ -408,6 +408,12 @@ impl Engine {
         self.counters.idle_cycles += ticks;
     }
 
+    /// Adds to the sleep-cycle counter.
+    #[inline]
+    pub fn add_sleep(&mut self, ticks: u64) {
+        self.counters.sleep_cycles += ticks;
+    }
+
     /// Runs every packet of a received burst to completion.
     #[inline]
     pub fn process_burst(&mut self, port: usize, burst: &mut Burst<BURST>, now: u64) {
