@@ -138,6 +138,7 @@ fn sample() -> Snapshot {
     groups.insert(32768, Arc::from(vec![1, 2, 3]));
     let dp = Datapath { key: 1, name: "ls1".into(), ingress, egress, ports, groups, port_names };
     let snap = Snapshot {
+        meters: Vec::new(),
         vlan_ports: Default::default(),
         generation: 5,
         datapaths: [(1, Arc::new(dp))].into_iter().collect(),

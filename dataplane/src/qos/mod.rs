@@ -31,6 +31,7 @@
 //! per packet on a shared cache line, which the fast path never does.
 
 pub mod bucket;
+pub mod meter;
 
 pub use self::bucket::{default_burst, share, Bucket, Profile, ProfileError, Unit};
 
