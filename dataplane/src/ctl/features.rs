@@ -130,7 +130,7 @@ pub struct QosReply {
 pub struct MeterInfo {
     /// Meter id in the tables.
     pub id: u32,
-    /// `set_meter <lflow uuid>` or the Southbound `Meter.name`.
+    /// `set_meter <logical flow>` or the Southbound `Meter.name`.
     pub name: String,
     /// Units per second.
     pub rate: u64,

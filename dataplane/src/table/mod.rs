@@ -481,9 +481,11 @@ pub const MAX_METERS: usize = 4096;
 /// `drop` band).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Meter {
-    /// Identity across snapshots: `set_meter <lflow uuid>` (one meter per
-    /// logical flow, as ovn-controller's meter table keys them) or the
-    /// Southbound `Meter.name`. A PMD keeps a meter's bucket across
+    /// Identity across snapshots: `set_meter <logical flow>` (one meter per
+    /// logical flow, as ovn-controller's meter table keys them; the flow
+    /// named by pipeline, table, priority and match, so a rate change that
+    /// makes northd replace the flow keeps the meter) or the Southbound
+    /// `Meter.name`. A PMD keeps a meter's bucket across
     /// republishes while its id and name stay; a change of rate or burst
     /// is applied to the bucket in place (tokens kept).
     pub name: String,
