@@ -599,3 +599,93 @@ fn ovn_qos_bandwidth_meters_a_burst() {
     let (ok, log) = p.stop();
     assert!(ok, "petreld failed:\n{log}");
 }
+
+/// TCP SYNs from 02:00:00:00:01:02 / 10.0.0.1 to 02:00:00:00:01:01 /
+/// 10.0.0.2 port 80, source ports 1000.. (IPv4 checksum right).
+fn syns(count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let mut f = vec![0x02, 0, 0, 0, 1, 1, 0x02, 0, 0, 0, 1, 2, 0x08, 0x00];
+            let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+            let sum = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+            let sum = (sum & 0xffff) + (sum >> 16);
+            ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            f.extend(ip);
+            f.extend((1000 + i as u16).to_be_bytes());
+            f.extend([0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0x20, 0, 0, 0, 0, 0]);
+            f
+        })
+        .collect()
+}
+
+/// Control plane policing (CoPP): a Southbound `Meter` named by a flow's
+/// `controller_meter` limits what Petrel does in pinctrl's place. An ACL
+/// rejects TCP to port 80 under a CoPP `reject` meter of 1 packet/s with a
+/// burst of 3: of 20 SYNs, exactly 3 are answered with an RST (the other
+/// 17 are `meter_drop`), and none reaches pod2.
+#[test]
+fn ovn_copp_meter_limits_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ovn_procs, nb, sb) = start_ovn(d);
+    nbctl(&nb, &["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
+    nbctl(&nb, &["lsp-set-addresses", "pod1", "02:00:00:00:01:02"]);
+    nbctl(&nb, &["lsp-set-addresses", "pod2", "02:00:00:00:01:01"]);
+    nbctl(&nb, &["meter-add", "m1", "drop", "1", "pktps", "3"]);
+    nbctl(&nb, &["copp-add", "copp1", "reject", "m1", "--", "ls-copp-add", "copp1", "sw0"]);
+    nbctl(&nb, &["acl-add", "sw0", "from-lport", "1000", "tcp.dst == 80", "reject"]);
+    write_pcap(&d.join("in.pcap"), &syns(20));
+    empty_pcap(&d.join("empty.pcap"));
+
+    let (s1, s2, ctl_sock) = (d.join("pod1.sock"), d.join("pod2.sock"), d.join("petreld.sock"));
+    let mut p = petreld(
+        d,
+        &ctl_sock,
+        &[
+            "--port".into(),
+            format!("pod1=vhost-user,path={},mode=server,iface-id=pod1", s1.display()),
+            "--port".into(),
+            format!("pod2=vhost-user,path={},mode=server,iface-id=pod2", s2.display()),
+        ],
+    );
+    wait_for("petreld's control socket", 20, || ctl_sock.exists());
+    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
+    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "127.0.0.1", "--dataplane"]).arg(&ctl_sock);
+    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
+    let mut c = common::connect(&ctl_sock, "copp meter test");
+    wait_for("the CoPP meter in petreld", 20, || c.meters().unwrap().meters.len() == 1);
+    let m = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m.name.as_str(), m.rate, m.burst, m.unit), ("m1", 1, 3, Unit::Packets), "{m:?}");
+
+    let vdevs = [
+        format!("net_pcap0,rx_pcap={},tx_pcap={}", d.join("in.pcap").display(), d.join("out1.pcap").display()),
+        format!("net_virtio_user0,path={}", s1.display()),
+        format!("net_virtio_user1,path={}", s2.display()),
+        format!("net_pcap1,rx_pcap={},tx_pcap={}", d.join("empty.pcap").display(), d.join("out2.pcap").display()),
+    ];
+    let mut pod =
+        testpmd(d, "pod", &vdevs, &["--forward-mode=io", "--port-topology=paired", "--no-flush-rx", "--nb-cores=1"]);
+    wait_for("the SYNs through petreld", 20, || {
+        let m = &c.meters().unwrap().meters[0];
+        m.passed + m.dropped == 20
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, log) = pod.stop();
+    assert!(ok, "pod failed:\n{log}");
+    let m = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m.passed, m.dropped), (3, 17), "{m:?}");
+    let drops = c.drops().unwrap();
+    assert_eq!(drops.reasons.iter().find(|r| r.reason == "meter_drop").map_or(0, |r| r.count), 17, "{drops:?}");
+    let rsts = read_pcap(&d.join("out1.pcap"));
+    assert_eq!(rsts.len(), 3, "3 RSTs back to pod1");
+    for (i, r) in rsts.iter().enumerate() {
+        // TCP flags RST+ACK, ports swapped: from 80 to 1000 + i.
+        assert_eq!(r[12..14], [0x08, 0x00]);
+        assert_eq!(r[34..38], [0, 80, (1000 + i as u16).to_be_bytes()[0], (1000 + i as u16).to_be_bytes()[1]]);
+        assert_eq!(r[47] & 0x14, 0x14, "RST+ACK");
+    }
+    assert!(read_pcap(&d.join("out2.pcap")).is_empty(), "nothing reaches pod2");
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+}
