@@ -55,6 +55,9 @@ pub enum MeterReq {
     Named(String),
 }
 
+/// The meters a flow used: (id, identity, request).
+pub type UsedMeters = Vec<(u32, String, MeterReq)>;
+
 /// Meter ids by identity (`set_meter <logical flow>` or an SB meter name),
 /// stable across compiles so petreld keeps the buckets.
 pub trait MeterIds {
@@ -72,8 +75,8 @@ pub struct FlowMeters<'a> {
     pub controller: Option<String>,
     /// Where ids come from.
     pub ids: &'a mut dyn MeterIds,
-    /// What the flow used: (id, identity, request).
-    pub used: Vec<(u32, String, MeterReq)>,
+    /// What the flow used.
+    pub used: UsedMeters,
 }
 
 impl std::fmt::Debug for FlowMeters<'_> {
@@ -546,7 +549,7 @@ mod tests {
         table: u16,
         egress: bool,
         controller: Option<&str>,
-    ) -> Result<(Vec<Action>, Vec<(u32, String, MeterReq)>), ExprError> {
+    ) -> Result<(Vec<Action>, UsedMeters), ExprError> {
         let mut ports = BTreeSet::new();
         let mut notes = Vec::new();
         let mut ids = Ids::default();

@@ -114,8 +114,8 @@ struct FlowOut {
     refusal: Option<String>,
     notes: Vec<String>,
     deps: Deps,
-    /// Meters its actions use: (id, identity, request).
-    meters: Vec<(u32, String, MeterReq)>,
+    /// Meters its actions use.
+    meters: actions::UsedMeters,
 }
 
 /// A cached compile: the match and actions text and the controller meter
