@@ -686,6 +686,13 @@ fn ovn_copp_meter_limits_rejects() {
         assert_eq!(r[47] & 0x14, 0x14, "RST+ACK");
     }
     assert!(read_pcap(&d.join("out2.pcap")).is_empty(), "nothing reaches pod2");
+    // A new band rate in the NB reaches the same meter, live, counters kept.
+    let band = nbctl(&nb, &["--bare", "--columns=bands", "find", "meter", "name=m1"]);
+    nbctl(&nb, &["set", "meter_band", band.trim(), "rate=5"]);
+    nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
+    wait_for("the new band rate", 20, || c.meters().unwrap().meters.first().is_some_and(|m| m.rate == 5));
+    let m2 = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m2.id, m2.burst, m2.passed, m2.dropped), (m.id, 3, 3, 17), "{m2:?}");
     let (ok, log) = p.stop();
     assert!(ok, "petreld failed:\n{log}");
 }

@@ -1,4 +1,6 @@
-//! Quality of service: token-bucket policers on the ports of petreld.
+//! Quality of service: token-bucket policers on the ports of petreld, and
+//! the per-PMD state of the tables' meters ([`meter`]: OVN `set_meter`,
+//! Southbound `Meter` rows), built on the same [`bucket`].
 //!
 //! A port may have a policer in each direction:
 //!
