@@ -126,6 +126,33 @@ impl Collector for NodeCollector {
             stats.drops.reasons.iter().map(|d| (vec![("reason", d.reason.clone())], d.count)).collect();
         family(&mut enc, "petrel_dropped_packets", "Packets dropped, by reason.", c, &drops)?;
 
+        // The tables' meters (OVN set_meter, Southbound Meter rows).
+        let meters = self.node.meters().meters;
+        let meter_rows = |f: fn(&crate::ctl::features::MeterInfo) -> u64| -> Vec<Row> {
+            meters.iter().map(|m| (vec![("meter", m.id.to_string()), ("name", m.name.clone())], f(m))).collect()
+        };
+        family(
+            &mut enc,
+            "petrel_meter_passed_packets",
+            "Packets a meter of the tables passed.",
+            c,
+            &meter_rows(|m| m.passed),
+        )?;
+        family(
+            &mut enc,
+            "petrel_meter_dropped_packets",
+            "Packets a meter of the tables refused (also in petrel_dropped_packets_total{reason=\"meter_drop\"}).",
+            c,
+            &meter_rows(|m| m.dropped),
+        )?;
+        family(
+            &mut enc,
+            "petrel_meter_dropped_bytes",
+            "Bytes of the packets a meter of the tables refused.",
+            c,
+            &meter_rows(|m| m.dropped_bytes),
+        )?;
+
         let pmd_labels =
             |p: &crate::ctl::proto::PmdInfo| vec![("pmd", p.index.to_string()), ("cpu", p.cpu.to_string())];
         let pmds = |f: fn(&crate::ctl::proto::PmdInfo) -> u64| -> Vec<Row> {

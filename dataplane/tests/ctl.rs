@@ -75,6 +75,7 @@ fn switch() -> Snapshot {
     let port_names = [(1, "vm1".to_owned()), (2, "vm2".to_owned()), (3, "vm3".to_owned())].into_iter().collect();
     let dp = Datapath { key: 1, name: "ls1".into(), ingress, egress, ports, groups: BTreeMap::new(), port_names };
     let s = Snapshot {
+        meters: Vec::new(),
         vlan_ports: Default::default(),
         generation: 1,
         datapaths: [(1, Arc::new(dp))].into_iter().collect(),

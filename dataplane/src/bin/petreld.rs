@@ -106,6 +106,7 @@ fn run() -> Result<()> {
             .map_err(anyhow::Error::msg)?;
         let stats = Arc::new(SharedStats::new(plan.ports.len()));
         engine.set_learn(stats.learn());
+        engine.set_meters(stats.meters(), pmd_idx, plan.pmd_cores.len());
         let fh: FeaturesHandle = Arc::new(arc_swap::ArcSwap::from_pointee(Features::default()));
         let fs = Arc::new(FeaturesShared::default());
         engine.set_features(Arc::clone(&fh), Arc::clone(&fs));

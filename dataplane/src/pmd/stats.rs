@@ -91,12 +91,18 @@ pub struct SharedStats {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     learn: std::sync::Arc<super::learn::LearnRing>,
+    meters: std::sync::Arc<crate::qos::meter::MeterShared>,
 }
 
 impl SharedStats {
     /// The PMD's MAC-learning ring.
     pub fn learn(&self) -> std::sync::Arc<super::learn::LearnRing> {
         std::sync::Arc::clone(&self.learn)
+    }
+
+    /// The PMD's published meter counters.
+    pub fn meters(&self) -> std::sync::Arc<crate::qos::meter::MeterShared> {
+        std::sync::Arc::clone(&self.meters)
     }
 
     /// Zeroed shared counters for `n_ports` ports, with room for ports
@@ -115,6 +121,7 @@ impl SharedStats {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             learn: std::sync::Arc::default(),
+            meters: std::sync::Arc::default(),
         }
     }
 
