@@ -33,6 +33,31 @@
 #   ovn-acl-ct   the same switch + `to-lport 1001 ip4 allow-related`
 #                (conntrack, as in DESIGN.md's baseline). Petrel refuses
 #                conntrack flows for now: it drops, and the row says so.
+#   overlay      two nodes (chassis) of the same system, lsp0 on node A and
+#                lsp1 on node B, one shared OVN; every packet goes vhost ->
+#                Geneve -> uplink -> Geneve -> vhost. The uplinks are joined
+#                back to back by DPDK memif (shared memory, no kernel), each
+#                node has its own tunnel IP (UL_NET.1 / .2). OVS: two
+#                ovs-vswitchd-dpdk + ovn-controller, each in its own netns
+#                with the tunnel IP on br-phy (OVS userspace tunnelling).
+#                Petrel: two petreld + petrel-ovn (--uplink, --neighbor).
+#                Both nodes' PMDs share SUT_CORE: a third busy poller
+#                cannot have a core of its own on this 2-CPU box. Two busy
+#                pollers on one CPU are switched by the kernel's tick (4 ms)
+#                and their rings overflow in between, so both systems use
+#                load-based sleeping, configured alike: OVS
+#                other_config:pmd-maxsleep=SLEEP_MAX, petreld
+#                --pmd-sleep-max SLEEP_MAX (a PMD with less than half a
+#                burst on every queue sleeps, 1 us more each time): a node
+#                that runs dry hands the CPU to the other. The row's Mpps is
+#                then what ONE core does for both nodes of the path. SUT
+#                cycles per packet for this row: for each node's PMD
+#                thread, its on-CPU time (schedstat: not the other node's
+#                time, not its sleep) x its busy share (busy / (busy +
+#                idle) by its own counters) x TSC rate, summed over both
+#                nodes, per packet the generator got: the cost of one
+#                vhost->Geneve->vhost traversal (an encap on one node, a
+#                decap on the other).
 # Frame sizes (SIZES, on the wire incl. FCS: 64 1518) x flows (FLOWS: 1 1000).
 #
 # Core placement. The generator's lcore is pinned to GEN_CORE (its idle main
@@ -107,6 +132,9 @@ GEN_MEM=256    # MiB of hugepages: generator
 SUT_MEM=512    # MiB: testpmd SUT / petreld / OVS (socket-mem = socket-limit)
 MAC0=00:01:02:03:04:00   # testpmd flowgen's fixed source MAC (22.11)
 MAC1=00:01:02:03:04:01   # and destination MAC
+UL_NET=172.31.255        # overlay: the nodes' tunnel IPs are UL_NET.1 (A) and UL_NET.2 (B)
+UL_MAC=(02:00:5e:31:ff:01 02:00:5e:31:ff:02)   # and their uplinks' MACs (memif)
+SLEEP_MAX=${SLEEP_MAX:-50}   # overlay: load-based PMD sleep, most us per poll (both systems)
 PFX=petrelbench$$        # DPDK file prefix of everything started here
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -122,7 +150,7 @@ for v in REPS DURATION WARMUP GEN_CORE SUT_CORE FOREIGN_MAX RETRIES IDLE_WAIT; d
 done
 ((DURATION >= 2 && REPS >= 1)) || die "DURATION >= 2 and REPS >= 1" 2
 for s in $SYSTEMS; do [[ $s =~ ^(ceiling|ovs|petrel)$ ]] || die "unknown system '$s'" 2; done
-for s in $SCENARIOS; do [[ $s =~ ^(xconnect|ovn|ovn-acl|ovn-acl-ct)$ ]] || die "unknown scenario '$s'" 2; done
+for s in $SCENARIOS; do [[ $s =~ ^(xconnect|ovn|ovn-acl|ovn-acl-ct|overlay)$ ]] || die "unknown scenario '$s'" 2; done
 for s in $SIZES; do
     if ! [[ $s =~ ^[0-9]+$ ]] || ((s < 64 || s > 1518)); then die "frame size $s not in 64..1518" 2; fi
 done
@@ -155,6 +183,9 @@ LOGS=$OUT/logs
 mkdir -p "$LOGS"
 RESULTS=$OUT/results.csv
 PIDS=()            # everything started here, by PID, in start order
+NETNS=()           # network namespaces made here (overlay, OVS)
+SCEN=""            # the scenario being measured
+SUT_PIDS=()        # overlay: the two nodes' datapath processes (A, B)
 declare -A ROLE    # PID -> gen | sut | aux (for the placement check)
 ORIG_NR_HUGE="" ADDED_HUGE=0
 GEN_FD="" SUT_FD=""
@@ -164,6 +195,7 @@ VSCTL=(ovs-vsctl --timeout=30 --db="unix:$RUN/ovs/db.sock")
 APPCTL=(ovs-appctl -t "$RUN/ovs/ovs-vswitchd.ctl")
 NBCTL=(ovn-nbctl --timeout=30 --db="unix:$RUN/ovn/nb.sock")
 PETRELCTL=("$PETREL_BIN/petrelctl" --socket "$RUN/petreld.sock")
+PETRELCTL_B=("$PETREL_BIN/petrelctl" --socket "$RUN/petreld1.sock")   # overlay: node B
 
 kill_pid() {   # TERM (INT for petreld: its final report), wait 5 s, KILL
     local pid=$1 sig=${2:-TERM} i
@@ -193,6 +225,9 @@ stop_all() {   # stop everything started (reverse order), remove DPDK files
         unset "ROLE[$pid]"
     done
     PIDS=()
+    SUT_PIDS=()
+    for i in "${NETNS[@]}"; do ip netns del "$i" 2>/dev/null || true; done
+    NETNS=()
     close_fd GEN_FD
     close_fd SUT_FD
     rm -f /dev/hugepages/"$PFX"* 2>/dev/null || true
@@ -225,7 +260,9 @@ pidfile() {   # pidfile FILE: wait for a daemon's pidfile, print the PID
 }
 
 # ---------------------------------------------------------------- hugepages
-need_pages=$(((GEN_MEM + SUT_MEM + 64) / 2))
+N_SUT=1
+[[ " $SCENARIOS " == *" overlay "* ]] && N_SUT=2   # overlay: two nodes
+need_pages=$(((GEN_MEM + N_SUT * SUT_MEM + 64) / 2))
 free_pages=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
 if ((free_pages < need_pages)); then
     ORIG_NR_HUGE=$(cat /proc/sys/vm/nr_hugepages)
@@ -376,6 +413,99 @@ ovn_central() {   # ovn_central SCENARIO: NB + SB servers, northd, the logical s
     } >"$SUT_DIR/nb.txt" 2>&1
 }
 
+# ------------------------------------------------------------- overlay
+# ovs_node I: overlay node I (0: A with vhu0 = lsp0, 1: B with vhu1 = lsp1):
+# ovsdb-server, ovs-vswitchd-dpdk in its own netns (its br-phy tap carries
+# the tunnel IP; OVS userspace tunnelling routes by the netns' table),
+# ovn-controller. Their memif uplinks meet at $RUN/memif.sock (A serves).
+ovs_node() {
+    local i=$1 d=$RUN/ovs ns=$PFX-n$1 role=server peer=$((1 - $1)) j
+    ((i == 0)) || { d=$RUN/ovs$i; role=client; }
+    local vsctl=(ovs-vsctl --timeout=30 --db="unix:$d/db.sock")
+    mkdir -p "$d"
+    ip netns add "$ns"
+    NETNS+=("$ns")
+    ip -n "$ns" link set lo up
+    ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+    OVS_RUNDIR=$d ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --pidfile="$d/ovsdb-server.pid" \
+        --unixctl="$d/ovsdb-server.ctl" --log-file="$SUT_DIR/ovsdb-server$i.log" --detach --no-chdir \
+        >>"$SUT_DIR/console.log" 2>&1
+    started "$(pidfile "$d/ovsdb-server.pid")" aux
+    "${vsctl[@]}" --no-wait init
+    "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:dpdk-init=true \
+        other_config:dpdk-socket-mem="$SUT_MEM" other_config:dpdk-socket-limit="$SUT_MEM" \
+        other_config:pmd-cpu-mask="$(printf '0x%x' $((1 << SUT_CORE)))" \
+        other_config:pmd-maxsleep="$SLEEP_MAX" \
+        other_config:dpdk-extra="--no-pci --file-prefix=$PFX-ovs$i --log-level=pmd.net.memif:debug"
+    OVS_RUNDIR=$d ip netns exec "$ns" "$OVSD" "unix:$d/db.sock" --pidfile="$d/ovs-vswitchd.pid" --unixctl="$d/ovs-vswitchd.ctl" \
+        --log-file="$SUT_DIR/ovs-vswitchd$i.log" --detach --no-chdir >>"$SUT_DIR/console.log" 2>&1
+    SUT_PIDS[i]=$(pidfile "$d/ovs-vswitchd.pid")
+    started "${SUT_PIDS[i]}" sut
+    for j in $(seq 120); do
+        [[ $("${vsctl[@]}" get Open_vSwitch . dpdk_initialized 2>/dev/null) == true ]] && break
+        nap 0.25
+    done
+    [[ $("${vsctl[@]}" get Open_vSwitch . dpdk_initialized) == true ]] ||
+        die "OVS node $i did not initialise DPDK (see $SUT_DIR/ovs-vswitchd$i.log)"
+    "${vsctl[@]}" add-br br-phy -- set bridge br-phy datapath_type=netdev other_config:hwaddr="${UL_MAC[i]}" \
+        -- add-port br-phy up -- set Interface up type=dpdk options:n_rxq=2 \
+        options:dpdk-devargs="net_memif$i,role=$role,id=0,socket=$RUN/memif.sock,socket-abstract=no,mac=${UL_MAC[i]}"
+    ip -n "$ns" link set br-phy mtu 9000 up
+    ip -n "$ns" addr add "$UL_NET.$((i + 1))/24" dev br-phy
+    "${vsctl[@]}" add-br br-int -- set bridge br-int datapath_type=netdev fail-mode=secure \
+        other-config:disable-in-band=true \
+        -- add-port br-int "vhu$i" -- set Interface "vhu$i" type=dpdkvhostuserclient \
+        options:vhost-server-path="$RUN/vhu$i.sock" external_ids:iface-id="lsp$i"
+    # The peer's address, as Petrel gets it with --neighbor (both answer ARP too).
+    ovs-appctl -t "$d/ovs-vswitchd.ctl" tnl/neigh/set br-phy "$UL_NET.$((peer + 1))" "${UL_MAC[peer]}" >/dev/null
+    "${vsctl[@]}" set Open_vSwitch . external_ids:system-id="bench-ovs$i" \
+        external_ids:ovn-remote="unix:$RUN/ovn/sb.sock" external_ids:ovn-encap-type=geneve \
+        external_ids:ovn-encap-ip="$UL_NET.$((i + 1))" external_ids:ovn-bridge=br-int \
+        external_ids:ovn-bridge-datapath-type=netdev
+    OVS_RUNDIR=$d OVN_RUNDIR=$d ovn-controller "unix:$d/db.sock" --pidfile="$d/controller.pid" \
+        --log-file="$SUT_DIR/ovn-controller$i.log" --detach --no-chdir >>"$SUT_DIR/console.log" 2>&1
+    started "$(pidfile "$d/controller.pid")" aux
+}
+
+# petrel_node I: overlay node I: petreld (pod port, memif uplink with the
+# tunnel IP, the peer as static neighbour) + petrel-ovn.
+petrel_node() {
+    local i=$1 sock=$RUN/petreld.sock role=server peer=$((1 - $1)) j
+    ((i == 0)) || { sock=$RUN/petreld$i.sock; role=client; }
+    "$PETREL_BIN/petreld" --eal-args "--file-prefix=$PFX-sut$i --no-pci -m $SUT_MEM -l $GEN_CORE" \
+        --pmd-cores "$SUT_CORE" --pmd-sleep-max "$SLEEP_MAX" --control-socket "$sock" --ports-file none \
+        --port "p$i=vhost-user,path=$RUN/vhu$i.sock,mode=client,iface-id=lsp$i" \
+        --port "up=dpdk,devargs=net_memif$i,role=$role,id=0,socket=$RUN/memif.sock,socket-abstract=no,mac=${UL_MAC[i]}" \
+        --uplink "up=$UL_NET.$((i + 1))/24,mtu=9000" --neighbor "$UL_NET.$((peer + 1))=${UL_MAC[peer]}" \
+        >"$SUT_DIR/petreld$i.log" 2>&1 &
+    SUT_PIDS[i]=$!
+    started $! sut
+    for j in $(seq 100); do
+        [[ -S $sock ]] && break
+        kill -0 "${SUT_PIDS[i]}" 2>/dev/null || die "petreld $i exited at start (see $SUT_DIR/petreld$i.log)"
+        nap 0.1
+    done
+    [[ -S $sock ]] || die "petreld $i made no control socket (see $SUT_DIR/petreld$i.log)"
+    "$PETREL_BIN/petrel-ovn" --remote "unix:$RUN/ovn/sb.sock" --system-id "bench-petrel$i" \
+        --encap-ip "$UL_NET.$((i + 1))" --dataplane "$sock" >"$SUT_DIR/petrel-ovn$i.log" 2>&1 &
+    started $! aux
+}
+
+# wait_claimed WHAT: both logical ports bound (Port_Binding.up), then the
+# tables in force on every chassis. (Until a chassis exists, --wait=hv
+# returns at once: hence the claims first.)
+wait_claimed() {
+    local i up=""
+    for i in $(seq 120); do
+        up=$(ovn-sbctl --timeout=10 --db="unix:$RUN/ovn/sb.sock" --bare --columns=up \
+            find Port_Binding up=true | grep -c true || true)
+        ((up >= 2)) && break
+        nap 0.25
+    done
+    ((up >= 2)) || die "$1 did not claim lsp0 and lsp1 in 30 s (see its logs in $SUT_DIR)"
+    "${NBCTL[@]}" --timeout=60 --wait=hv sync || die "$1 did not bring the switch into force (see $SUT_DIR)"
+}
+
 # ------------------------------------------------------------- systems
 # sut_start SYSTEM SCENARIO: start the system under test, ready for the
 # generator's sockets (it connects as client and retries).
@@ -395,7 +525,21 @@ sut_start() {
             --total-num-mbufs=16384 --forward-mode=io --record-core-cycles
         tp_cmd "$SUT_FD" "$SUT_LOG" start >/dev/null ;;
     ovs)
-        if [[ $scen == xconnect ]]; then
+        if [[ $scen == overlay ]]; then
+            ovn_central "$scen"
+            ovs_node 0
+            ovs_node 1
+            wait_claimed "ovn-controller"
+            local i p d
+            for p in 0 1; do
+                d=$RUN/ovs; ((p == 0)) || d=$RUN/ovs$p
+                for i in $(seq 120); do
+                    [[ $(ovs-vsctl --db="unix:$d/db.sock" --if-exists get Interface "vhu$p" external_ids:ovn-installed) == '"true"' ]] && break
+                    nap 0.25
+                done
+                ovs-ofctl -O OpenFlow15 dump-flows "unix:$d/br-int.mgmt" >"$SUT_DIR/of-flows$p.txt" 2>&1 || true
+            done
+        elif [[ $scen == xconnect ]]; then
             ovs_start br0 "" ""
             ovs-ofctl del-flows br0
             ovs-ofctl add-flow br0 in_port=1,actions=output:2
@@ -423,6 +567,15 @@ sut_start() {
             ovs-ofctl -O OpenFlow15 dump-flows br-int >"$SUT_DIR/of-flows.txt" 2>&1 || true
         fi ;;
     petrel)
+        if [[ $scen == overlay ]]; then
+            ovn_central "$scen"
+            petrel_node 0
+            petrel_node 1
+            wait_claimed "petrel-ovn"
+            "${PETRELCTL[@]}" show >"$SUT_DIR/petrelctl-show0.txt" 2>&1 || true
+            "${PETRELCTL_B[@]}" show >"$SUT_DIR/petrelctl-show1.txt" 2>&1 || true
+            return 0
+        fi
         local ports=() extra=()
         if [[ $scen == xconnect ]]; then
             ports=(--port "a=vhost-user,path=$RUN/vhu0.sock,mode=client"
@@ -469,9 +622,13 @@ sut_stop() {   # stop the SUT and everything of its scenario
     if [[ $1 == petrel && -S $RUN/petreld.sock ]]; then
         "${PETRELCTL[@]}" drops >"$SUT_DIR/petrelctl-drops.txt" 2>&1 || true
         "${PETRELCTL[@]}" refusals >"$SUT_DIR/petrelctl-refusals.txt" 2>&1 || true
+        if [[ -S $RUN/petreld1.sock ]]; then
+            "${PETRELCTL_B[@]}" drops >"$SUT_DIR/petrelctl-drops1.txt" 2>&1 || true
+            "${PETRELCTL_B[@]}" show >"$SUT_DIR/petrelctl-show1.after.txt" 2>&1 || true
+        fi
     fi
     stop_all
-    rm -rf "${RUN:?}"/ovs "${RUN:?}"/ovn "$RUN/petreld.sock"
+    rm -rf "${RUN:?}"/ovs "${RUN:?}"/ovs1 "${RUN:?}"/ovn "$RUN/petreld.sock" "$RUN/petreld1.sock" "$RUN/memif.sock"
 }
 
 # unsupported_drops: packets Petrel dropped so far because a logical flow
@@ -483,6 +640,7 @@ unsupported_drops() {
 
 # SUT cycles per packet over the window: sut_cyc_begin / sut_cyc_end SYSTEM
 sut_cyc_begin() {
+    [[ $SCEN == overlay ]] && { ovl_begin "$1"; return; }
     case $1 in
     ceiling) tp_cmd "$SUT_FD" "$SUT_LOG" "clear fwd stats all" >/dev/null ;;
     ovs) "${APPCTL[@]}" dpif-netdev/pmd-stats-clear >/dev/null ;;
@@ -497,8 +655,9 @@ pmd_sum() {   # petrelctl --json pmd-stats -> "busy_cycles idle_cycles rx_packet
         n = split($0, a, /"name":"flow_cache","hits":/); for (i = 2; i <= n; i++) h += a[i] + 0
         printf "%.0f %.0f %.0f %.0f\n", b, d, r, h }'
 }
-sut_cyc_end() {   # prints "cycles/packet busy% cache-hit%" ("-" where unknown)
+sut_cyc_end() {   # sut_cyc_end SYSTEM PACKETS MHZ: prints "cycles/packet busy% cache-hit%" ("-" where unknown)
     local f=$MEAS.sut-stats.txt
+    [[ $SCEN == overlay ]] && { ovl_end "$@"; return; }
     case $1 in
     ceiling)
         tp_cmd "$SUT_FD" "$SUT_LOG" "show fwd stats all" >"$f"
@@ -527,6 +686,82 @@ sut_cyc_end() {   # prints "cycles/packet busy% cache-hit%" ("-" where unknown)
             printf "%s %s %s\n", (dr > 0 ? sprintf("%.0f", db / dr) : "-"),
                 (db + di > 0 ? sprintf("%.0f", 100 * db / (db + di)) : "-"), (dr > 0 && dh > 0 ? sprintf("%.0f", 100 * dh / dr) : "-")}' ;;
     esac
+}
+
+# Overlay: two nodes time-share SUT_CORE, so their TSC-based busy cycles
+# include the other node's time slices. What each node really spent is its
+# PMD thread's on-CPU time (schedstat) x its busy share (busy / (busy +
+# idle) by its own counters: a slice boundary falls in a busy or an idle
+# poll in proportion to their shares, so the share stays fair).
+pmd_tid() {   # pmd_tid PID: the polling thread (Petrel pmd0, OVS pmd-c01/...)
+    local t
+    for t in /proc/"$1"/task/*; do
+        [[ $(cat "$t/comm" 2>/dev/null) == pmd* ]] && { echo "${t##*/}"; return 0; }
+    done
+    return 1
+}
+oncpu_ns() { awk '{print $1}' /proc/"$1"/task/"$2"/schedstat 2>/dev/null || echo 0; }
+node_ctl() {   # node_ctl SYSTEM I ARGS...: petrelctl or ovs-appctl of node I
+    local sys=$1 i=$2
+    shift 2
+    if [[ $sys == petrel ]]; then
+        if ((i == 0)); then "${PETRELCTL[@]}" "$@"; else "${PETRELCTL_B[@]}" "$@"; fi
+    else
+        local d=$RUN/ovs
+        ((i == 0)) || d=$RUN/ovs$i
+        ovs-appctl -t "$d/ovs-vswitchd.ctl" "$@"
+    fi
+}
+ovs_busy_idle() {   # pmd-stats-show -> "processing idle" cycles of the PMD
+    awk -F: '/^main thread/ {exit}
+        /^ *idle cycles/ {split($2, a, " "); d = a[1]}
+        /^ *processing cycles/ {split($2, a, " "); b = a[1]}
+        END {printf "%.0f %.0f\n", b, d}'
+}
+ovl_begin() {
+    local sys=$1 i tid
+    OVL0=()
+    for i in 0 1; do
+        tid=$(pmd_tid "${SUT_PIDS[i]}") || die "no PMD thread in node $i (pid ${SUT_PIDS[i]})"
+        OVL_TID[i]=$tid
+        if [[ $sys == petrel ]]; then
+            OVL0[i]="$(oncpu_ns "${SUT_PIDS[i]}" "$tid") $({ node_ctl petrel "$i" --json pmd-stats 2>/dev/null || true; } | pmd_sum)"
+        else
+            node_ctl ovs "$i" dpif-netdev/pmd-stats-clear >/dev/null
+            OVL0[i]="$(oncpu_ns "${SUT_PIDS[i]}" "$tid") 0 0"
+        fi
+    done
+}
+ovl_end() {   # ovl_end SYSTEM PACKETS MHZ
+    local sys=$1 pkts=$2 mhz=$3 i now f=$MEAS.sut-stats.txt
+    : >"$f"
+    local per=()
+    for i in 0 1; do
+        echo "== node $i (pid ${SUT_PIDS[i]}, PMD thread ${OVL_TID[i]})" >>"$f"
+        if [[ $sys == petrel ]]; then
+            node_ctl petrel "$i" pmd-stats >>"$f" 2>&1 || true
+            now="$(oncpu_ns "${SUT_PIDS[i]}" "${OVL_TID[i]}") $({ node_ctl petrel "$i" --json pmd-stats 2>/dev/null || true; } | pmd_sum)"
+        else
+            node_ctl ovs "$i" dpif-netdev/pmd-stats-show >>"$f" 2>&1 || true
+            now="$(oncpu_ns "${SUT_PIDS[i]}" "${OVL_TID[i]}") $(node_ctl ovs "$i" dpif-netdev/pmd-stats-show 2>/dev/null | ovs_busy_idle)"
+        fi
+        per+=("${OVL0[i]}" "$now")
+    done
+    # per node: on-CPU ns, busy, idle (before; after)
+    awk -v a0="${per[0]}" -v a1="${per[1]}" -v b0="${per[2]}" -v b1="${per[3]}" -v n="$pkts" -v mhz="$mhz" -v f="$f" 'BEGIN {
+        split(a0, x, " "); split(a1, y, " "); split(b0, u, " "); split(b1, v, " ")
+        ns[0] = y[1] - x[1]; bz[0] = y[2] - x[2]; id[0] = y[3] - x[3]
+        ns[1] = v[1] - u[1]; bz[1] = v[2] - u[2]; id[1] = v[3] - u[3]
+        tot = 0; sh = 0; ok = (n > 0 && mhz > 0)
+        for (i = 0; i < 2; i++) {
+            r = (bz[i] + id[i] > 0 ? bz[i] / (bz[i] + id[i]) : 0); if (r == 0) ok = 0
+            c = ns[i] * r * mhz / 1000; tot += c; sh += r
+            printf "node %d: on-CPU %.3f s, busy share %.1f%%, %.0f busy cycles, %s cycles/packet\n", i, ns[i] / 1e9, 100 * r, c,
+                (n > 0 ? sprintf("%.0f", c / n) : "-") >> f
+        }
+        printf "both nodes: %s cycles per packet (vhost -> Geneve -> vhost), %d packets, TSC %s MHz\n",
+            (ok ? sprintf("%.0f", tot / n) : "-"), n, mhz >> f
+        printf "%s %.0f -\n", (ok ? sprintf("%.0f", tot / n) : "-"), 50 * sh }'
 }
 
 # ------------------------------------------------------ CPU and placement
@@ -603,6 +838,8 @@ placement() {
         role=${ROLE[$pid]:-aux}
         pct=$(printf '%.0f' "$pct")
         [[ "$tid $cpus $comm" == "$top_gen" || "$tid $cpus $comm" == "$top_sut" ]] && continue
+        # overlay: the other node's poller, on the same core
+        [[ $SCEN == overlay && $role == sut && $cpus == "$SUT_CORE" && $comm == pmd* ]] && continue
         if ((pct >= 25)); then
             log "  busy helper: thread $tid ($comm, pid $pid, $role) used ${pct}% of a CPU on CPUs '$cpus'"
             PLACEMENT_FLAG+="busy-helper($comm:${pct}%);"
@@ -633,6 +870,7 @@ measure() {
 
 measure_once() {
     local sys=$1 scen=$2 size=$3 flows=$4 rep=$5 try=$6
+    SCEN=$scen
     MEAS=$LOGS/$sys.$scen.${size}B.${flows}f.r$rep.t$try
     local unsup0
     unsup0=$(unsupported_drops "$sys")
@@ -658,8 +896,9 @@ measure_once() {
     procs >"$MEAS.procs1"
     threads >"$MEAS.after"
     local sutc genf el
-    sutc=$(sut_cyc_end "$sys")
     genf=$(tp_cmd "$GEN_FD" "$GEN_LOG" "show fwd stats all")
+    sutc=$(sut_cyc_end "$sys" "$(awk -v a="$a0" -v b="$a1" 'BEGIN {split(a, x, " "); split(b, y, " "); print y[1] + y[2] - x[1] - x[2]}')" \
+        "$({ grep -o 'at [0-9]* MHz' <<<"$genf" || true; } | head -1 | tr -dc 0-9)")
     el=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
     placement "$MEAS.before" "$MEAS.after" "$el"
     local ours foreign
@@ -773,8 +1012,8 @@ awk -F, 'NR > 1 {k = $1 "," $2 "," $3 "," $4 "," $5; v[k] = $0} END {for (k in v
 } >"$OUT/summary.csv"
 
 # The table: one row per scenario x size x flows, the ceiling from its own cell.
-awk -F, -v scen="$SCENARIOS" -v sizes="$SIZES" -v flows="$FLOWS" '
-    NR > 1 {k = $1 "," $2 "," $3 "," $4; md[k] = $6; sp[k] = $9; fl[k] = $11}
+awk -F, -v scen="$SCENARIOS" -v sizes="$SIZES" -v flows="$FLOWS" -v sut="$SUT_CORE" '
+    NR > 1 {k = $1 "," $2 "," $3 "," $4; md[k] = $6; sp[k] = $9; cy[k] = $10; fl[k] = $11}
     function cell(k) {
         if (!(k in md)) return "-"
         if (md[k] < 0.01 && fl[k] ~ /refused/) return "refused"
@@ -794,6 +1033,13 @@ awk -F, -v scen="$SCENARIOS" -v sizes="$SIZES" -v flows="$FLOWS" '
             if (fl[c] fl[o] fl[p] ~ /generator-bound/) notes = notes "generator > 85% busy; "
             if (fl[o] fl[p] ~ /no-traffic/) notes = notes "no traffic in some reps; "
             if (fl[c] fl[o] fl[p] ~ /one-way|decaying/) notes = notes "loss in the loop (one-way/decaying) in some reps; "
+            if (S[i] == "overlay") {
+                # Two nodes on one core: the ceiling (one process) does not apply.
+                printf "%-11s %5sB %6s | %-14s %-14s %-14s | %-10s %-13s | %s\n", S[i], Z[j], F[l],
+                    "-", cell(o), cell(p), ratio(p, o), "-",
+                    sprintf("two nodes sharing CPU %s; cycles per vhost->Geneve->vhost packet, both nodes: OVS %s, Petrel %s; ", sut, cy[o], cy[p]) notes
+                continue
+            }
             printf "%-11s %5sB %6s | %-14s %-14s %-14s | %-10s %-13s | %s\n", S[i], Z[j], F[l],
                 cell(c), cell(o), cell(p), ratio(p, o), ratio(p, c), notes
         }

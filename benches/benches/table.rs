@@ -69,6 +69,7 @@ fn wire(n: u16) -> Snapshot {
         ..Datapath::default()
     };
     let snap = Snapshot {
+        meters: Vec::new(),
         vlan_ports: BTreeMap::default(),
         generation: 1,
         datapaths: BTreeMap::from([(1, Arc::new(dp))]),

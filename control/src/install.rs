@@ -327,6 +327,7 @@ fn same_tables(a: &Snapshot, b: &Snapshot) -> bool {
     };
     a.local_ports == b.local_ports
         && a.vlan_ports == b.vlan_ports
+        && a.meters == b.meters
         && a.chassis == b.chassis
         && a.datapaths.len() == b.datapaths.len()
         && a.datapaths.iter().zip(&b.datapaths).all(|((ka, da), (kb, db))| {

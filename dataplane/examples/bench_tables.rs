@@ -63,6 +63,7 @@ fn main() {
         ..Datapath::default()
     };
     let snap = Snapshot {
+        meters: Vec::new(),
         vlan_ports: Default::default(),
         generation: 0,
         datapaths: BTreeMap::from([(1, Arc::new(dp))]),

@@ -169,4 +169,6 @@ drop_reasons! {
     // ---- QoS (qos/, pmd/fwd/ext.rs) ----
     /// Over a port's policer (ingress: sent by the port; egress: to be sent to it).
     QosPoliced => "qos_policed",
+    /// Over a meter of the tables (OVN `set_meter`, a Southbound `Meter`): the copies after the meter were not made.
+    MeterDrop => "meter_drop",
 }

@@ -126,6 +126,33 @@ impl Collector for NodeCollector {
             stats.drops.reasons.iter().map(|d| (vec![("reason", d.reason.clone())], d.count)).collect();
         family(&mut enc, "petrel_dropped_packets", "Packets dropped, by reason.", c, &drops)?;
 
+        // The tables' meters (OVN set_meter, Southbound Meter rows).
+        let meters = self.node.meters().meters;
+        let meter_rows = |f: fn(&crate::ctl::features::MeterInfo) -> u64| -> Vec<Row> {
+            meters.iter().map(|m| (vec![("meter", m.id.to_string()), ("name", m.name.clone())], f(m))).collect()
+        };
+        family(
+            &mut enc,
+            "petrel_meter_passed_packets",
+            "Packets a meter of the tables passed.",
+            c,
+            &meter_rows(|m| m.passed),
+        )?;
+        family(
+            &mut enc,
+            "petrel_meter_dropped_packets",
+            "Packets a meter of the tables refused (also in petrel_dropped_packets_total{reason=\"meter_drop\"}).",
+            c,
+            &meter_rows(|m| m.dropped),
+        )?;
+        family(
+            &mut enc,
+            "petrel_meter_dropped_bytes",
+            "Bytes of the packets a meter of the tables refused.",
+            c,
+            &meter_rows(|m| m.dropped_bytes),
+        )?;
+
         let pmd_labels =
             |p: &crate::ctl::proto::PmdInfo| vec![("pmd", p.index.to_string()), ("cpu", p.cpu.to_string())];
         let pmds = |f: fn(&crate::ctl::proto::PmdInfo) -> u64| -> Vec<Row> {
@@ -144,6 +171,13 @@ impl Collector for NodeCollector {
             "TSC cycles a PMD spent in polls that received nothing.",
             c,
             &pmds(|p| p.idle_cycles),
+        )?;
+        family(
+            &mut enc,
+            "petrel_pmd_sleep_cycles",
+            "TSC cycles a PMD spent asleep (--pmd-sleep-max).",
+            c,
+            &pmds(|p| p.sleep_cycles),
         )?;
         family(
             &mut enc,
@@ -328,6 +362,7 @@ mod tests {
                         cpu: 1,
                         busy_cycles: 1000,
                         idle_cycles: 9000,
+                        sleep_cycles: 0,
                         rx_bursts: 4,
                         rx_packets: n,
                         layers: vec![

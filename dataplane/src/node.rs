@@ -230,6 +230,34 @@ impl Node for PetreldNode {
         out
     }
 
+    fn meters(&self) -> crate::ctl::features::MetersReply {
+        let snap = self.tables.load();
+        let mut r = crate::ctl::features::MetersReply::default();
+        for (id, m) in snap.meters.iter().enumerate() {
+            let id32 = u32::try_from(id).unwrap_or(u32::MAX);
+            let Some(m) = m else { continue };
+            let mut info = crate::ctl::features::MeterInfo {
+                id: id32,
+                name: m.name.clone(),
+                rate: m.rate,
+                burst: m.burst,
+                unit: m.unit,
+                pmds: self.stats.len(),
+                passed: 0,
+                dropped: 0,
+                dropped_bytes: 0,
+            };
+            for s in &self.stats {
+                let c = s.meters().get(id);
+                info.passed += c.passed;
+                info.dropped += c.dropped;
+                info.dropped_bytes += c.dropped_bytes;
+            }
+            r.meters.push(info);
+        }
+        r
+    }
+
     fn refusals(&self) -> RefusalsReply {
         self.refusals.lock().map(|r| r.clone()).unwrap_or_default()
     }

@@ -75,6 +75,7 @@ fn switch() -> Snapshot {
     let port_names = [(1, "vm1".to_owned()), (2, "vm2".to_owned()), (3, "vm3".to_owned())].into_iter().collect();
     let dp = Datapath { key: 1, name: "ls1".into(), ingress, egress, ports, groups: BTreeMap::new(), port_names };
     let s = Snapshot {
+        meters: Vec::new(),
         vlan_ports: Default::default(),
         generation: 1,
         datapaths: [(1, Arc::new(dp))].into_iter().collect(),
@@ -140,6 +141,7 @@ impl Node for FakeNode {
                 cpu: 1,
                 busy_cycles: 3000,
                 idle_cycles: 1000,
+                sleep_cycles: 500,
                 rx_bursts: 4,
                 rx_packets: 100,
                 layers: vec![
@@ -267,7 +269,8 @@ fn every_request_round_trips_through_the_socket() {
     assert!(pmd.contains("avg. packets per burst: 25.0"), "{pmd}");
     assert!(pmd.contains("emc hits: 90 (90.0%)"), "{pmd}");
     assert!(pmd.contains("answered by no layer: 2 (2.0%)"), "{pmd}");
-    assert!(pmd.contains("busy cycles: 3000 (75.0%)"), "{pmd}");
+    assert!(pmd.contains("busy cycles: 3000 (66.7%)"), "{pmd}");
+    assert!(pmd.contains("sleep cycles: 500 (11.1%)"), "{pmd}");
 
     let drops = render::drops(&c.drops().unwrap());
     assert_eq!(drops.lines().collect::<Vec<_>>().len(), 3, "{drops}");

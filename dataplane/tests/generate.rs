@@ -185,6 +185,7 @@ fn switch() -> Snapshot {
     let mut datapaths = BTreeMap::new();
     datapaths.insert(7, Arc::new(dp));
     Snapshot {
+        meters: Vec::new(),
         vlan_ports: Default::default(),
         generation: 0,
         datapaths,

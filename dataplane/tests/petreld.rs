@@ -118,6 +118,50 @@ fn xconnect_replays_a_capture_byte_exact() {
 }
 
 #[test]
+fn load_based_sleep_forwards_everything_and_counts_the_time_asleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = read_pcap(&fixture("mixed.pcap"));
+    let empty = empty(d);
+    let o = run_petreld(
+        d,
+        &[
+            "--port".into(),
+            pcap_port("a", 0, &fixture("mixed.pcap"), &d.join("a.out.pcap"), ""),
+            "--port".into(),
+            pcap_port("b", 1, &empty, &d.join("b.out.pcap"), ""),
+            "--xconnect".into(),
+            "a:b".into(),
+            "--pmd-sleep-max".into(),
+            "200".into(),
+        ],
+    );
+    // Sleeping never loses or reorders: the replay arrives whole.
+    assert_eq!(read_pcap(&d.join("b.out.pcap")), input, "b must carry a's frames unchanged, in order");
+    // After the replay the PMD idles for 300 ms before petreld exits: with
+    // sleeps of up to 200 µs per poll it spends most of that asleep.
+    let pmd = &o.stats["pmds"][0];
+    let (sleep, idle) = (pmd["sleep_cycles"].as_u64().unwrap(), pmd["idle_cycles"].as_u64().unwrap());
+    assert!(sleep > 0 && sleep > idle, "a quiet PMD must sleep more than it polls: {pmd}");
+
+    // Without the flag it never sleeps.
+    let d2 = tempfile::tempdir().unwrap();
+    let empty2 = self::empty(d2.path());
+    let o = run_petreld(
+        d2.path(),
+        &[
+            "--port".into(),
+            pcap_port("a", 0, &fixture("mixed.pcap"), &d2.path().join("a.out.pcap"), ""),
+            "--port".into(),
+            pcap_port("b", 1, &empty2, &d2.path().join("b.out.pcap"), ""),
+            "--xconnect".into(),
+            "a:b".into(),
+        ],
+    );
+    assert_eq!(o.stats["pmds"][0]["sleep_cycles"].as_u64(), Some(0), "{}", o.stats);
+}
+
+#[test]
 fn vlan_trunk_pushes_on_egress_and_pops_matching_tags_on_ingress() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -448,6 +492,7 @@ fn bad_flags_fail_before_touching_dpdk() {
         (vec!["--port", "a=dpdk"], "missing devargs"),
         (vec!["--port", "a=dpdk,devargs=net_null0", "--xconnect", "a:b"], "no port \"b\""),
         (vec!["--port", "a=dpdk,devargs=net_null0", "--pmd-cores", "99"], "CPU 99"),
+        (vec!["--port", "a=dpdk,devargs=net_null0", "--pmd-sleep-max", "10001"], "at most 10000"),
     ] {
         let out = Command::new(PETRELD).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");

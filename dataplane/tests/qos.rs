@@ -354,15 +354,9 @@ fn policer_accuracy_and_live_change() {
     assert_eq!(s["vhost"]["a"]["connects"], 1, "no port flap: {s}");
 }
 
-/// OVN's `qos_max_rate`/`qos_burst` on a logical switch port (what
-/// Kube-OVN's rate annotations become) reach petreld through petrel-ovn as
-/// the ingress policer of the port carrying it; an operator's setting wins
-/// per direction and clearing it brings OVN's back; removing the option in
-/// the NB removes the policer. Real ovsdb-server and ovn-northd.
-#[test]
-fn ovn_qos_max_rate_becomes_an_ingress_policer() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A real OVN: NB and SB ovsdb-servers and ovn-northd in `d`; returns
+/// them (killed when dropped) and the NB and SB remotes.
+fn start_ovn(d: &Path) -> (Vec<Proc>, String, String) {
     let mut procs = Vec::new();
     for db in ["nb", "sb"] {
         let file = d.join(format!("{db}.db"));
@@ -389,13 +383,32 @@ fn ovn_qos_max_rate_becomes_an_ingress_policer() {
         .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
         .arg("--no-chdir");
     procs.push(Proc::spawn("ovn-northd", northd, d.join("northd.log")));
-    let nbctl = |args: &[&str]| {
-        let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
-        assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    };
     wait_for("the NB", 20, || {
         Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(["--timeout=1", "show"]).status().unwrap().success()
     });
+    (procs, nb, sb)
+}
+
+/// `ovn-nbctl` on `nb`, which must succeed; its output.
+fn nbctl(nb: &str, args: &[&str]) -> String {
+    let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
+    assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// OVN's `qos_max_rate`/`qos_burst` on a logical switch port (what
+/// Kube-OVN's rate annotations become) reach petreld through petrel-ovn as
+/// the ingress policer of the port carrying it; an operator's setting wins
+/// per direction and clearing it brings OVN's back; removing the option in
+/// the NB removes the policer. Real ovsdb-server and ovn-northd.
+#[test]
+fn ovn_qos_max_rate_becomes_an_ingress_policer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ovn_procs, nb, sb) = start_ovn(d);
+    let nbctl = |args: &[&str]| {
+        nbctl(&nb, args);
+    };
     nbctl(&["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
     nbctl(&["set", "logical_switch_port", "pod1", "options:qos_max_rate=2000000", "options:qos_burst=50000"]);
 
@@ -473,6 +486,213 @@ fn two_pmds_share_a_policer() {
     let e = c.qos(QosRequest::Set { port: "b".into(), qos: PortQos { ingress: one, egress: None } }).unwrap_err();
     assert!(e.to_string().contains("below 1 per PMD"), "{e}");
     assert_eq!(qos_of(&mut c, "b").effective.ingress, r, "a refused change leaves the policer as it was");
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+}
+
+/// The NB `QoS` table's bandwidth limit (`ovn-nbctl qos-add … rate=R
+/// burst=B`): ovn-northd writes `set_meter(R, B)` in `ls_in_qos_meter`,
+/// petrel-ovn makes it a meter of the tables, and petreld meters every
+/// packet of the flow, cached or not. A fast burst of 100 frames of 1000
+/// bytes from pod1 to pod2 through a real OVN logical switch: exactly the
+/// burst's worth (80 kbit = 10 frames; 1 kbit/s adds no frame meanwhile)
+/// reaches pod2, byte for byte, and the other 90 are counted as
+/// `meter_drop`. A new rate in the NB (northd replaces the flow) is applied
+/// to the same meter, counters kept; `qos-del` removes it and the same
+/// burst then passes whole.
+#[test]
+fn ovn_qos_bandwidth_meters_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ovn_procs, nb, sb) = start_ovn(d);
+    // frames(…, seed 1) go from 02:00:00:00:01:02 to 02:00:00:00:01:01.
+    nbctl(&nb, &["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
+    nbctl(&nb, &["lsp-set-addresses", "pod1", "02:00:00:00:01:02"]);
+    nbctl(&nb, &["lsp-set-addresses", "pod2", "02:00:00:00:01:01"]);
+    nbctl(&nb, &["qos-add", "sw0", "from-lport", "100", "inport == \"pod1\"", "rate=1", "burst=80"]);
+    let in_a = frames(100, 1000, 1);
+    write_pcap(&d.join("in.pcap"), &in_a);
+    empty_pcap(&d.join("empty.pcap"));
+
+    let (s1, s2, ctl_sock) = (d.join("pod1.sock"), d.join("pod2.sock"), d.join("petreld.sock"));
+    let mut p = petreld(
+        d,
+        &ctl_sock,
+        &[
+            "--port".into(),
+            format!("pod1=vhost-user,path={},mode=server,iface-id=pod1", s1.display()),
+            "--port".into(),
+            format!("pod2=vhost-user,path={},mode=server,iface-id=pod2", s2.display()),
+        ],
+    );
+    wait_for("petreld's control socket", 20, || ctl_sock.exists());
+    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
+    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "127.0.0.1", "--dataplane"]).arg(&ctl_sock);
+    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
+    let mut c = common::connect(&ctl_sock, "qos meter test");
+    wait_for("the meter in petreld", 20, || c.meters().unwrap().meters.len() == 1);
+    let m = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m.rate, m.burst, m.unit, m.pmds), (1000, 80_000, Unit::Bits, 1), "{m:?}");
+    assert!(m.name.starts_with("set_meter ingress table 10 priority 100"), "{m:?}");
+    // (Conntrack flows are refused, as ever; nothing about the meter is.)
+    let r = c.refusals().unwrap().refusals;
+    assert!(!r.iter().any(|r| r.pipeline == "meter" || r.stage.contains("qos")), "{r:?}");
+
+    // One pod replays the burst into pod1; what pod2 gets is written out.
+    let pod = |tag: &str, out: &Path| {
+        let vdevs = [
+            format!("net_pcap0,rx_pcap={},tx_pcap={}", d.join("in.pcap").display(), d.join("out1.pcap").display()),
+            format!("net_virtio_user0,path={}", s1.display()),
+            format!("net_virtio_user1,path={}", s2.display()),
+            format!("net_pcap1,rx_pcap={},tx_pcap={}", d.join("empty.pcap").display(), out.display()),
+        ];
+        testpmd(d, tag, &vdevs, &["--forward-mode=io", "--port-topology=paired", "--no-flush-rx", "--nb-cores=1"])
+    };
+    let rx_of = |c: &mut Client, name: &str| {
+        c.show().unwrap().ports.iter().find(|q| q.name == name).map_or(0, |q| q.stats.rx_packets)
+    };
+    let out = d.join("out.pcap");
+    let mut pod1 = pod("pod1", &out);
+    wait_for("the burst through petreld", 20, || {
+        let m = &c.meters().unwrap().meters[0];
+        m.passed + m.dropped == 100
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, log) = pod1.stop();
+    assert!(ok, "pod failed:\n{log}");
+    let m = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m.passed, m.dropped, m.dropped_bytes), (10, 90, 90 * 1000), "{m:?}");
+    let drops = c.drops().unwrap();
+    let metered = drops.reasons.iter().find(|r| r.reason == "meter_drop").map_or(0, |r| r.count);
+    assert_eq!(metered, 90, "{drops:?}");
+    let got = read_pcap(&out);
+    assert!(got == in_a[..10], "pod2 got the first 10 frames, unchanged (got {})", got.len());
+    // petrelctl shows it.
+    let text = Command::new(workspace_bin("petrelctl")).arg("--socket").arg(&ctl_sock).arg("meters").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("1000 bit/s burst 80000 bit [1 PMD(s)]  passed 10 dropped 90 packets 90000 bytes"), "{text}");
+
+    // A new rate: northd replaces the flow; same meter, new rate, counters kept.
+    let q = nbctl(&nb, &["--bare", "--columns=_uuid", "find", "qos", "priority=100"]);
+    nbctl(&nb, &["set", "qos", q.trim(), "bandwidth:rate=2"]);
+    nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
+    wait_for("the new rate", 20, || c.meters().unwrap().meters.first().is_some_and(|m| m.rate == 2000));
+    let m2 = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m2.id, &m2.name, m2.passed, m2.dropped), (m.id, &m.name, 10, 90), "{m2:?}");
+
+    // Removed: the same burst passes whole.
+    nbctl(&nb, &["qos-del", "sw0"]);
+    nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
+    wait_for("no meter", 20, || c.meters().unwrap().meters.is_empty());
+    let before = rx_of(&mut c, "pod1");
+    let out2 = d.join("out2.pcap");
+    let mut pod2 = pod("pod2", &out2);
+    wait_for("the second burst", 20, || rx_of(&mut c, "pod1") >= before + 100);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, log) = pod2.stop();
+    assert!(ok, "pod failed:\n{log}");
+    let got = read_pcap(&out2);
+    assert!(got == in_a, "all 100 frames pass without the meter (got {})", got.len());
+    let drops = c.drops().unwrap();
+    assert_eq!(drops.reasons.iter().find(|r| r.reason == "meter_drop").map_or(0, |r| r.count), 90);
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+}
+
+/// TCP SYNs from 02:00:00:00:01:02 / 10.0.0.1 to 02:00:00:00:01:01 /
+/// 10.0.0.2 port 80, source ports 1000.. (IPv4 checksum right).
+fn syns(count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let mut f = vec![0x02, 0, 0, 0, 1, 1, 0x02, 0, 0, 0, 1, 2, 0x08, 0x00];
+            let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+            let sum = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+            let sum = (sum & 0xffff) + (sum >> 16);
+            ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            f.extend(ip);
+            f.extend((1000 + i as u16).to_be_bytes());
+            f.extend([0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0x20, 0, 0, 0, 0, 0]);
+            f
+        })
+        .collect()
+}
+
+/// Control plane policing (CoPP): a Southbound `Meter` named by a flow's
+/// `controller_meter` limits what Petrel does in pinctrl's place. An ACL
+/// rejects TCP to port 80 under a CoPP `reject` meter of 1 packet/s with a
+/// burst of 3: of 20 SYNs, exactly 3 are answered with an RST (the other
+/// 17 are `meter_drop`), and none reaches pod2.
+#[test]
+fn ovn_copp_meter_limits_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ovn_procs, nb, sb) = start_ovn(d);
+    nbctl(&nb, &["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
+    nbctl(&nb, &["lsp-set-addresses", "pod1", "02:00:00:00:01:02"]);
+    nbctl(&nb, &["lsp-set-addresses", "pod2", "02:00:00:00:01:01"]);
+    nbctl(&nb, &["meter-add", "m1", "drop", "1", "pktps", "3"]);
+    nbctl(&nb, &["copp-add", "copp1", "reject", "m1", "--", "ls-copp-add", "copp1", "sw0"]);
+    nbctl(&nb, &["acl-add", "sw0", "from-lport", "1000", "tcp.dst == 80", "reject"]);
+    write_pcap(&d.join("in.pcap"), &syns(20));
+    empty_pcap(&d.join("empty.pcap"));
+
+    let (s1, s2, ctl_sock) = (d.join("pod1.sock"), d.join("pod2.sock"), d.join("petreld.sock"));
+    let mut p = petreld(
+        d,
+        &ctl_sock,
+        &[
+            "--port".into(),
+            format!("pod1=vhost-user,path={},mode=server,iface-id=pod1", s1.display()),
+            "--port".into(),
+            format!("pod2=vhost-user,path={},mode=server,iface-id=pod2", s2.display()),
+        ],
+    );
+    wait_for("petreld's control socket", 20, || ctl_sock.exists());
+    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
+    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "127.0.0.1", "--dataplane"]).arg(&ctl_sock);
+    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
+    let mut c = common::connect(&ctl_sock, "copp meter test");
+    wait_for("the CoPP meter in petreld", 20, || c.meters().unwrap().meters.len() == 1);
+    let m = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m.name.as_str(), m.rate, m.burst, m.unit), ("m1", 1, 3, Unit::Packets), "{m:?}");
+
+    let vdevs = [
+        format!("net_pcap0,rx_pcap={},tx_pcap={}", d.join("in.pcap").display(), d.join("out1.pcap").display()),
+        format!("net_virtio_user0,path={}", s1.display()),
+        format!("net_virtio_user1,path={}", s2.display()),
+        format!("net_pcap1,rx_pcap={},tx_pcap={}", d.join("empty.pcap").display(), d.join("out2.pcap").display()),
+    ];
+    let mut pod =
+        testpmd(d, "pod", &vdevs, &["--forward-mode=io", "--port-topology=paired", "--no-flush-rx", "--nb-cores=1"]);
+    wait_for("the SYNs through petreld", 20, || {
+        let m = &c.meters().unwrap().meters[0];
+        m.passed + m.dropped == 20
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, log) = pod.stop();
+    assert!(ok, "pod failed:\n{log}");
+    let m = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m.passed, m.dropped), (3, 17), "{m:?}");
+    let drops = c.drops().unwrap();
+    assert_eq!(drops.reasons.iter().find(|r| r.reason == "meter_drop").map_or(0, |r| r.count), 17, "{drops:?}");
+    let rsts = read_pcap(&d.join("out1.pcap"));
+    assert_eq!(rsts.len(), 3, "3 RSTs back to pod1");
+    for (i, r) in rsts.iter().enumerate() {
+        // TCP flags RST+ACK, ports swapped: from 80 to 1000 + i.
+        assert_eq!(r[12..14], [0x08, 0x00]);
+        assert_eq!(r[34..38], [0, 80, (1000 + i as u16).to_be_bytes()[0], (1000 + i as u16).to_be_bytes()[1]]);
+        assert_eq!(r[47] & 0x14, 0x14, "RST+ACK");
+    }
+    assert!(read_pcap(&d.join("out2.pcap")).is_empty(), "nothing reaches pod2");
+    // A new band rate in the NB reaches the same meter, live, counters kept.
+    let band = nbctl(&nb, &["--bare", "--columns=bands", "find", "meter", "name=m1"]);
+    nbctl(&nb, &["set", "meter_band", band.trim(), "rate=5"]);
+    nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
+    wait_for("the new band rate", 20, || c.meters().unwrap().meters.first().is_some_and(|m| m.rate == 5));
+    let m2 = c.meters().unwrap().meters.remove(0);
+    assert_eq!((m2.id, m2.burst, m2.passed, m2.dropped), (m.id, 3, 3, 17), "{m2:?}");
     let (ok, log) = p.stop();
     assert!(ok, "petreld failed:\n{log}");
 }

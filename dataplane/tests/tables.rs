@@ -127,6 +127,7 @@ fn switch() -> Snapshot {
     let mut datapaths = BTreeMap::new();
     datapaths.insert(5, Arc::new(dp));
     Snapshot {
+        meters: Vec::new(),
         vlan_ports: Default::default(),
         generation: 0,
         datapaths,
@@ -296,6 +297,7 @@ fn wire(extra: u32) -> Snapshot {
     let mut datapaths = BTreeMap::new();
     datapaths.insert(1, Arc::new(dp));
     Snapshot {
+        meters: Vec::new(),
         vlan_ports: Default::default(),
         generation: 0,
         datapaths,

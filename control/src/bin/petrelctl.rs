@@ -129,6 +129,9 @@ enum Cmd {
     /// Port mirrors: add, del, list (list also shows OVN's GRE/ERSPAN sessions).
     #[command(subcommand)]
     Mirror(features_cli::MirrorCmd),
+    /// The meters of the tables (OVN `set_meter`, Southbound `Meter`):
+    /// rate, burst, packets passed and dropped.
+    Meters,
     /// Write a pcap of a port's traffic (`-w -` for `| tcpdump -r -`).
     Capture(features_cli::CaptureArgs),
     /// Print petreld's log filter, or replace it (at once, until the next
@@ -206,6 +209,7 @@ fn run(args: &Args) -> Result<String, ClientError> {
         }
         Cmd::Qos(q) => features_cli::qos(&mut c, j, q),
         Cmd::Mirror(m) => features_cli::mirror(&mut c, j, m),
+        Cmd::Meters => out(j, &c.meters()?, petrel_dataplane::ctl::features::render_meters),
         Cmd::Capture(a) => {
             let summary = features_cli::capture(&mut c, a)?;
             eprint!("{summary}");

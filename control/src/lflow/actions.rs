@@ -21,7 +21,7 @@ use petrel_dataplane::drop::DropReason;
 use petrel_dataplane::table::{Action, Field, GenKind, SlowPathReason};
 
 use super::expr::{resolve_field, ExprError, Resolve};
-use super::parse::{arg_field, Act, Const, FieldRef, Rhs, Tok};
+use super::parse::{arg_field, Act, Const, FieldRef, NumKind, Rhs, Tok};
 use super::symtab::LField;
 
 /// Auxiliary ingress stage: `check_in_port_sec()` (OFTABLE_CHK_IN_PORT_SEC).
@@ -40,6 +40,73 @@ pub const FLAG_PORT_SEC: u8 = 12;
 /// `MLF_LOOKUP_FDB_BIT`.
 pub const FLAG_LOOKUP_FDB: u8 = 8;
 
+/// A meter a logical flow asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MeterReq {
+    /// `set_meter(rate[, burst])`: kbit/s and kbit as written (burst 0:
+    /// none written).
+    SetMeter {
+        /// kbit/s.
+        rate: u64,
+        /// kbit.
+        burst: u64,
+    },
+    /// A Southbound `Meter` row by name (`Logical_Flow.controller_meter`).
+    Named(String),
+}
+
+/// The meters a flow used: (id, identity, request).
+pub type UsedMeters = Vec<(u32, String, MeterReq)>;
+
+/// Meter ids by identity (`set_meter <logical flow>` or an SB meter name),
+/// stable across compiles so petreld keeps the buckets.
+pub trait MeterIds {
+    /// The id of the meter named `key` (a new one the first time).
+    fn id(&mut self, key: &str) -> u32;
+}
+
+/// A flow's meters: what it asks for and where the ids come from.
+pub struct FlowMeters<'a> {
+    /// The logical flow's identity (`set_meter` makes one meter per flow,
+    /// as ovn-controller keys its meter table by the flow).
+    pub flow: String,
+    /// `Logical_Flow.controller_meter`: limits the flow's controller
+    /// actions (the packets Petrel generates or learns from).
+    pub controller: Option<String>,
+    /// Where ids come from.
+    pub ids: &'a mut dyn MeterIds,
+    /// What the flow used.
+    pub used: UsedMeters,
+}
+
+impl std::fmt::Debug for FlowMeters<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowMeters").field("flow", &self.flow).field("used", &self.used).finish_non_exhaustive()
+    }
+}
+
+impl FlowMeters<'_> {
+    fn get(&mut self, key: String, req: MeterReq, pos: usize) -> Result<Action, ExprError> {
+        if let Some((id, _, prev)) = self.used.iter().find(|u| u.1 == key) {
+            if *prev != req {
+                return unsupported(pos, "two `set_meter` with different rates in one flow");
+            }
+            return Ok(Action::Meter(*id));
+        }
+        let id = self.ids.id(&key);
+        self.used.push((id, key, req));
+        Ok(Action::Meter(id))
+    }
+
+    /// The controller meter's action, if the flow has one.
+    fn controller(&mut self, pos: usize) -> Result<Option<Action>, ExprError> {
+        match self.controller.clone() {
+            Some(name) => self.get(name.clone(), MeterReq::Named(name), pos).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Where the actions run.
 #[derive(Debug)]
 pub struct Ctx<'a> {
@@ -53,6 +120,8 @@ pub struct Ctx<'a> {
     pub ports: &'a mut std::collections::BTreeSet<String>,
     /// Things accepted without effect (`log()`), for the report.
     pub notes: &'a mut Vec<String>,
+    /// The flow's meters.
+    pub meters: FlowMeters<'a>,
 }
 
 impl std::fmt::Debug for dyn Resolve + '_ {
@@ -347,12 +416,27 @@ fn compile_in(acts: &[Act], cx: &mut Ctx<'_>, generated: bool) -> Result<Vec<Act
                 }
                 n if gen_kind(n).is_some() && body.is_some() => {
                     let kind = gen_kind(n).expect("checked by the guard");
-                    let inner = compile_in(body.as_deref().unwrap_or(&[]), cx, true)?;
+                    let mut inner = compile_in(body.as_deref().unwrap_or(&[]), cx, true)?;
+                    // pinctrl's packet-in goes through the flow's controller
+                    // meter (CoPP); here the generated packet does.
+                    if let Some(m) = cx.meters.controller(*pos)? {
+                        inner.insert(0, m);
+                    }
                     out.push(Action::Generate { kind, actions: inner.into() });
                 }
                 // Without conntrack there is no connection state to clear.
                 "ct_clear" => {}
-                "log" => cx.notes.push("log() accepted without logging".into()),
+                "log" => {
+                    cx.notes.push("log() accepted without logging".into());
+                    // Its meter= (ACL logging) limits log packets only.
+                    if args
+                        .as_deref()
+                        .is_some_and(|a| a.iter().any(|t| matches!(t.first(), Some(Tok::Id(n)) if n == "meter")))
+                    {
+                        cx.notes
+                            .push("log(meter=…): no log packets are sent, so their meter has nothing to limit".into());
+                    }
+                }
                 "put_fdb" => {
                     // Learning is a side effect for later packets; this
                     // packet forwards the same. The fast path records
@@ -364,7 +448,11 @@ fn compile_in(acts: &[Act], cx: &mut Ctx<'_>, generated: bool) -> Result<Vec<Act
                     if !ok {
                         return unsupported(*pos, "put_fdb() other than put_fdb(inport, eth.src)");
                     }
-                    out.push(Action::SlowPath(SlowPathReason::Learn));
+                    match cx.meters.controller(*pos)? {
+                        // The learning copy only, as the packet-in is metered.
+                        Some(m) => out.push(Action::Clone(vec![m, Action::SlowPath(SlowPathReason::Learn)].into())),
+                        None => out.push(Action::SlowPath(SlowPathReason::Learn)),
+                    }
                 }
                 n if n.starts_with("ct_") => return unsupported(*pos, format!("`{n}` needs conntrack")),
                 "nd_ns"
@@ -383,9 +471,29 @@ fn compile_in(acts: &[Act], cx: &mut Ctx<'_>, generated: bool) -> Result<Vec<Act
                 | "event" => {
                     return unsupported(*pos, format!("`{n}` (slow-path packet handling)", n = name));
                 }
-                "set_queue" | "set_meter" | "meter" => {
-                    return unsupported(*pos, format!("`{name}` (QoS comes with the QoS issue)"));
+                "set_meter" => {
+                    // lib/actions.c parse_set_meter_action: a decimal rate
+                    // (kbit/s, not 0) and an optional burst (kbit).
+                    let nums: Option<Vec<u64>> = args.as_deref().and_then(|a| {
+                        a.iter()
+                            .map(|t| match t.as_slice() {
+                                [Tok::Num { value, mask: None, kind: NumKind::Int }] => u64::try_from(*value).ok(),
+                                _ => None,
+                            })
+                            .collect()
+                    });
+                    let (rate, burst) = match nums.as_deref() {
+                        Some([r]) => (*r, 0),
+                        Some([r, b]) => (*r, *b),
+                        _ => return bad(*pos, "set_meter(rate[, burst]) takes one or two integers"),
+                    };
+                    if rate == 0 {
+                        return bad(*pos, "set_meter rate 0 is not valid");
+                    }
+                    let key = format!("set_meter {}", cx.meters.flow);
+                    out.push(cx.meters.get(key, MeterReq::SetMeter { rate, burst }, *pos)?);
                 }
+                "set_queue" => return unsupported(*pos, "`set_queue` (no egress queues in Petrel)"),
                 other => return unsupported(*pos, format!("action `{other}`")),
             },
         }
@@ -417,11 +525,43 @@ mod tests {
         }
     }
 
+    /// Ids in order of first use.
+    #[derive(Default)]
+    struct Ids(Vec<String>);
+    impl MeterIds for Ids {
+        fn id(&mut self, key: &str) -> u32 {
+            let i = self.0.iter().position(|k| k == key).unwrap_or_else(|| {
+                self.0.push(key.to_owned());
+                self.0.len() - 1
+            });
+            u32::try_from(i).unwrap()
+        }
+    }
+
     fn run(text: &str, table: u16, egress: bool) -> Result<Vec<Action>, ExprError> {
+        run_metered(text, table, egress, None).map(|(a, _)| a)
+    }
+
+    /// Compiles `text` as flow "f1" with this controller meter; also
+    /// returns the meters it used.
+    fn run_metered(
+        text: &str,
+        table: u16,
+        egress: bool,
+        controller: Option<&str>,
+    ) -> Result<(Vec<Action>, UsedMeters), ExprError> {
         let mut ports = BTreeSet::new();
         let mut notes = Vec::new();
-        let mut cx = Ctx { resolve: &R, table, egress, ports: &mut ports, notes: &mut notes };
-        compile(&parse_actions(text).unwrap(), &mut cx)
+        let mut ids = Ids::default();
+        let meters = FlowMeters {
+            flow: "f1".into(),
+            controller: controller.map(str::to_owned),
+            ids: &mut ids,
+            used: Vec::new(),
+        };
+        let mut cx = Ctx { resolve: &R, table, egress, ports: &mut ports, notes: &mut notes, meters };
+        let a = compile(&parse_actions(text).unwrap(), &mut cx)?;
+        Ok((a, cx.meters.used))
     }
 
     fn reg(r: u8) -> Field {
@@ -433,8 +573,48 @@ mod tests {
         // ovn-northd 23.03, build_lswitch_qos: an NB QoS row with `dscp=46`.
         let a = run("ip.dscp = 46; next;", 12, false).unwrap();
         assert_eq!(a.first(), Some(&Action::Set { field: Field::IpTos, value: 46 << 2, mask: 0xfc }), "{a:?}");
-        // Its meter (`bandwidth=...`) is refused, not approximated.
-        assert!(run("set_meter(1000, 100); next;", 13, false).is_err());
+    }
+
+    #[test]
+    fn set_meter_of_ls_qos_meter_is_one_meter_per_flow() {
+        // ovn-northd 23.03, build_lswitch_qos: `bandwidth` rate=1000 burst=200.
+        let (a, m) = run_metered("set_meter(1000, 200); next;", 13, false, None).unwrap();
+        assert_eq!(a, [Action::Meter(0), Action::Next(14)]);
+        assert_eq!(m, [(0, "set_meter f1".to_owned(), MeterReq::SetMeter { rate: 1000, burst: 200 })]);
+        // Without a burst, in the egress stage.
+        let (a, m) = run_metered("set_meter(64); next;", 3, true, None).unwrap();
+        assert_eq!(a, [Action::Meter(0), Action::Next(4)]);
+        assert_eq!(m[0].2, MeterReq::SetMeter { rate: 64, burst: 0 });
+        // The same meter twice in a flow is one meter; different ones are refused.
+        let (a, m) = run_metered("set_meter(64); set_meter(64); next;", 3, true, None).unwrap();
+        assert_eq!((a[0].clone(), a[1].clone(), m.len()), (Action::Meter(0), Action::Meter(0), 1));
+        assert!(run("set_meter(64); set_meter(65); next;", 3, true).unwrap_err().unsupported);
+        // Bad arguments, as actions.c refuses them.
+        for bad in ["set_meter(0);", "set_meter();", "set_meter(1, 2, 3);", "set_meter(eth.src);", "set_meter(\"x\");"]
+        {
+            let e = run(bad, 13, false).unwrap_err();
+            assert!(!e.unsupported, "{bad}: {e:?}");
+        }
+        assert!(run("set_queue(3); next;", 13, false).unwrap_err().unsupported);
+    }
+
+    #[test]
+    fn controller_meter_limits_generated_packets_and_learning_only() {
+        let (a, m) = run_metered(
+            "reject { outport <-> inport; next(pipeline=egress,table=5); };",
+            8,
+            false,
+            Some("copp-reject"),
+        )
+        .unwrap();
+        let [Action::Generate { kind: GenKind::Reject, actions }] = a.as_slice() else { panic!("{a:?}") };
+        assert_eq!(actions.first(), Some(&Action::Meter(0)), "inside the generated packet's scope");
+        assert_eq!(m, [(0, "copp-reject".to_owned(), MeterReq::Named("copp-reject".into()))]);
+        let (a, _) = run_metered("put_fdb(inport, eth.src); next;", 2, false, Some("fdb")).unwrap();
+        assert_eq!(a[0], Action::Clone(vec![Action::Meter(0), Action::SlowPath(SlowPathReason::Learn)].into()));
+        // A flow with no controller action asks for no meter.
+        let (_, m) = run_metered("next;", 2, false, Some("copp-reject")).unwrap();
+        assert!(m.is_empty());
     }
 
     #[test]

@@ -37,20 +37,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petrel_dataplane::drop::DropReason;
+use petrel_dataplane::qos::Unit;
 use petrel_dataplane::table::{
-    Action, Binding, ConjRule, Datapath, Dim, Field, Key, LocalPort, Pipeline, RemoteChassis, Rule, Snapshot, Stage,
+    Action, Binding, ConjRule, Datapath, Dim, Field, Key, LocalPort, Meter, Pipeline, RemoteChassis, Rule, Snapshot,
+    Stage,
 };
 use uuid::Uuid;
 
-use super::actions::{self, Ctx, AUX_GET_FDB, AUX_IN_PORT_SEC, AUX_IN_PORT_SEC_ND, AUX_LOOKUP_FDB, AUX_OUT_PORT_SEC};
+use super::actions::{
+    self, Ctx, FlowMeters, MeterReq, AUX_GET_FDB, AUX_IN_PORT_SEC, AUX_IN_PORT_SEC_ND, AUX_LOOKUP_FDB, AUX_OUT_PORT_SEC,
+};
 use super::actions::{FLAG_LOOKUP_FDB, FLAG_PORT_SEC};
 use super::expr::{self, Atom, Conj, Deps, ExprError, Resolve, Term};
 use super::parse::{self, Act, Expr};
 use crate::ovsdb::Replica;
 use crate::sb::monitor::Scope;
 use crate::sb::{
-    AddressSet, Chassis, ChassisTemplateVar, DatapathBinding, Encap, Fdb, LogicalDpGroup, LogicalFlow, MulticastGroup,
-    PortBinding, PortGroup, SbTable,
+    AddressSet, Chassis, ChassisTemplateVar, DatapathBinding, Encap, Fdb, LogicalDpGroup, LogicalFlow,
+    Meter as SbMeter, MeterBand, MulticastGroup, PortBinding, PortGroup, SbTable,
 };
 
 /// What petreld has.
@@ -110,10 +114,104 @@ struct FlowOut {
     refusal: Option<String>,
     notes: Vec<String>,
     deps: Deps,
+    /// Meters its actions use.
+    meters: actions::UsedMeters,
 }
 
-/// A cached compile: the match and actions text it was made from.
-type CachedFlow = (Arc<str>, Arc<str>, Arc<FlowOut>);
+/// A cached compile: the match and actions text and the controller meter
+/// it was made from.
+type CachedFlow = (Arc<str>, Arc<str>, Option<Arc<str>>, Arc<FlowOut>);
+
+/// Meter ids by identity, kept across compiles (so petreld keeps a meter's
+/// bucket while it exists); ids of meters no flow uses any more are reused.
+#[derive(Debug, Default)]
+struct MeterIdMap {
+    ids: HashMap<String, u32>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl actions::MeterIds for MeterIdMap {
+    fn id(&mut self, key: &str) -> u32 {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        self.ids.insert(key.to_owned(), id);
+        id
+    }
+}
+
+impl MeterIdMap {
+    /// Frees the ids of meters not in `used` (lowest ids reused first).
+    fn retain(&mut self, used: &BTreeMap<u32, (String, MeterReq)>) {
+        let free = &mut self.free;
+        self.ids.retain(|_, id| {
+            let keep = used.contains_key(id);
+            if !keep {
+                free.push(*id);
+            }
+            keep
+        });
+        free.sort_unstable_by(|a, b| b.cmp(a));
+    }
+}
+
+/// kbit (OVN's unit) → bits, saturating.
+fn kbit(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0).saturating_mul(1000)
+}
+
+/// The snapshot meter for a request, or why Petrel cannot apply it.
+///
+/// Units as ovs-vswitchd's userspace datapath runs OVN's meters
+/// (`dpif_netdev_meter_set`): `kbps` is 1000 bit/s of the Ethernet frame,
+/// a burst in kbit; `pktps` packets/s and packets; a burst of 0 (none
+/// given) is one second at the rate; one `drop` band.
+fn meter_of(key: &str, req: &MeterReq, sb: &HashMap<String, (String, Vec<MeterBand>)>) -> Result<Meter, String> {
+    match req {
+        MeterReq::SetMeter { rate, burst } => {
+            let b = if *burst == 0 { *rate } else { *burst };
+            Ok(Meter {
+                name: key.to_owned(),
+                rate: rate.saturating_mul(1000),
+                burst: b.saturating_mul(1000),
+                unit: Unit::Bits,
+            })
+        }
+        MeterReq::Named(name) => {
+            let Some((unit, bands)) = sb.get(name) else {
+                return Err(format!("meter {name:?}: no such Southbound Meter: what it limits is dropped"));
+            };
+            let [band] = bands.as_slice() else {
+                return Err(format!(
+                    "meter {name:?}: {} bands (Petrel applies meters of one drop band): what it limits is dropped",
+                    bands.len()
+                ));
+            };
+            if band.action != "drop" || band.rate <= 0 {
+                return Err(format!(
+                    "meter {name:?}: band {:?} rate {} is not a drop band Petrel applies: what it limits is dropped",
+                    band.action, band.rate
+                ));
+            }
+            let b = if band.burst_size > 0 { band.burst_size } else { band.rate };
+            match unit.as_str() {
+                "kbps" => Ok(Meter { name: name.clone(), rate: kbit(band.rate), burst: kbit(b), unit: Unit::Bits }),
+                "pktps" => Ok(Meter {
+                    name: name.clone(),
+                    rate: u64::try_from(band.rate).unwrap_or(0),
+                    burst: u64::try_from(b).unwrap_or(0),
+                    unit: Unit::Packets,
+                }),
+                u => Err(format!("meter {name:?}: unit {u:?} is not kbps or pktps: what it limits is dropped")),
+            }
+        }
+    }
+}
 
 /// The compiler, with its caches.
 #[derive(Debug, Default)]
@@ -129,6 +227,8 @@ pub struct Compiler {
     prev_sets: (Arc<NameSets>, Arc<NameSets>),
     /// Stages built by the last run.
     stages: StageCache,
+    /// Meter ids.
+    meter_ids: MeterIdMap,
 }
 
 type NameSets = HashMap<String, Vec<String>>;
@@ -626,6 +726,7 @@ impl Compiler {
             refusal: Some(what),
             notes,
             deps,
+            meters: Vec::new(),
         };
         let (mtext, atext) =
             match (parse::expand_templates(f.r#match, &vars), parse::expand_templates(f.actions, &vars)) {
@@ -648,14 +749,30 @@ impl Compiler {
         };
         let table = u16::try_from(f.table_id).unwrap_or(u16::MAX);
         let egress = f.pipeline == "egress";
-        let mut cx = Ctx { resolve: &r, table, egress, ports: &mut deps.ports, notes: &mut notes };
+        // A meter's identity: the flow apart from its actions. northd
+        // replaces a flow (new UUID) when its actions change, e.g. a QoS
+        // rate; keyed so, the meter keeps its bucket and takes the new rate
+        // live. Identical flows on several datapaths are one flow with a
+        // datapath group in northd 23.03, and so one meter, as in
+        // ovn-controller (its meter table is keyed by the flow).
+        let meters = FlowMeters {
+            flow: format!("{} table {} priority {} match {}", f.pipeline, f.table_id, f.priority, f.r#match),
+            controller: f.controller_meter.map(str::to_owned),
+            ids: &mut self.meter_ids,
+            used: Vec::new(),
+        };
+        let mut cx = Ctx { resolve: &r, table, egress, ports: &mut deps.ports, notes: &mut notes, meters };
         let (acts, refusal) = match actions::compile(&a, &mut cx) {
             // No actions at all is OVN's drop (`/* drop */`, as ACLs write it).
             Ok(acts) if acts.is_empty() => (vec![Action::Drop(DropReason::Explicit)], None),
             Ok(acts) => (acts, None),
             // Refused: keep the match, drop what reaches it.
-            Err(e) => (vec![Action::Drop(DropReason::Unsupported)], Some(describe("actions", &e))),
+            Err(e) => {
+                cx.meters.used.clear();
+                (vec![Action::Drop(DropReason::Unsupported)], Some(describe("actions", &e)))
+            }
         };
+        let meters = std::mem::take(&mut cx.meters.used);
         let _ = dp_key;
         let prio = u32::try_from(f.priority).unwrap_or(0);
         let ck = cookie(&f.uuid);
@@ -671,7 +788,7 @@ impl Compiler {
                 }),
             }
         }
-        FlowOut { rules: rules.into(), conj: conj.into(), refusal, notes, deps }
+        FlowOut { rules: rules.into(), conj: conj.into(), refusal, notes, deps, meters }
     }
 
     /// Compiles the replica's local datapaths.
@@ -748,6 +865,10 @@ impl Compiler {
             local_ports[i] = Some(lp);
         };
         let mut seen_flows: HashSet<(Uuid, u32)> = HashSet::new();
+        // Meters the compiled flows use, by id (a flow on several datapaths
+        // through a datapath group has one meter for all of them, as in
+        // ovn-controller, whose meter table is keyed by the flow).
+        let mut used_meters: BTreeMap<u32, (String, MeterReq)> = BTreeMap::new();
 
         for dp in &dps {
             let dp_key = key32(dp.tunnel_key);
@@ -922,16 +1043,25 @@ impl Compiler {
                 let key = (f.uuid, dp_key);
                 seen_flows.insert(key);
                 let fresh = match self.flows.get(&key) {
-                    Some((m, a, fo)) if **m == *f.r#match && **a == *f.actions && !uses(&fo.deps, &changed) => {
+                    Some((m, a, cm, fo))
+                        if **m == *f.r#match
+                            && **a == *f.actions
+                            && cm.as_deref() == f.controller_meter
+                            && !uses(&fo.deps, &changed) =>
+                    {
                         fo.clone()
                     }
                     _ => {
                         out.stats.n_compiled += 1;
                         let fo = Arc::new(self.compile_flow(f, dp_key, &names));
-                        self.flows.insert(key, (f.r#match.into(), f.actions.into(), fo.clone()));
+                        let cm = f.controller_meter.map(Arc::from);
+                        self.flows.insert(key, (f.r#match.into(), f.actions.into(), cm, fo.clone()));
                         fo
                     }
                 };
+                for (id, k, req) in &fresh.meters {
+                    used_meters.insert(*id, (k.clone(), req.clone()));
+                }
                 let table = u16::try_from(f.table_id).unwrap_or(u16::MAX);
                 let stage_name = f.stage.to_owned();
                 if let Some(what) = &fresh.refusal {
@@ -1015,6 +1145,25 @@ impl Compiler {
             out.snapshot.datapaths.insert(dp_key, Arc::new(d));
         }
         self.flows.retain(|k, _| seen_flows.contains(k));
+        self.meter_ids.retain(&used_meters);
+        if let Some(&last) = used_meters.keys().next_back() {
+            let sb = sb_meters(replica);
+            out.snapshot.meters = vec![None; usize::try_from(last).unwrap_or(0) + 1];
+            for (id, (key, req)) in &used_meters {
+                match meter_of(key, req, &sb) {
+                    Ok(m) => out.snapshot.meters[*id as usize] = Some(m),
+                    Err(what) => out.refusals.push(Refusal {
+                        datapath: String::new(),
+                        datapath_key: 0,
+                        uuid: String::new(),
+                        pipeline: "meter".into(),
+                        table: *id,
+                        stage: key.clone(),
+                        what,
+                    }),
+                }
+            }
+        }
         out.refusals.sort_by(|a, b| {
             (a.datapath_key, &a.pipeline, a.table, &a.uuid).cmp(&(b.datapath_key, &b.pipeline, b.table, &b.uuid))
         });
@@ -1022,6 +1171,18 @@ impl Compiler {
         out.stats.elapsed = t0.elapsed();
         out
     }
+}
+
+/// Southbound meters by name: unit and bands.
+fn sb_meters(replica: &Replica) -> HashMap<String, (String, Vec<MeterBand>)> {
+    let bands: HashMap<Uuid, MeterBand> = MeterBand::all(replica).into_iter().map(|b| (b.uuid, b)).collect();
+    SbMeter::all(replica)
+        .into_iter()
+        .map(|m| {
+            let bs = m.bands.iter().filter_map(|u| bands.get(u).cloned()).collect();
+            (m.name, (m.unit, bs))
+        })
+        .collect()
 }
 
 /// A `Logical_Flow` row, borrowed from the replica (decoding 30k rows into
@@ -1035,6 +1196,8 @@ struct FlowRow<'a> {
     table_id: i64,
     priority: i64,
     stage: &'a str,
+    /// `controller_meter`, if set.
+    controller_meter: Option<&'a str>,
 }
 
 /// Every `Logical_Flow` with its datapath or datapath group.
@@ -1054,6 +1217,8 @@ fn flow_rows(replica: &Replica) -> Vec<(FlowRow<'_>, Option<Uuid>, Option<Uuid>)
         return Vec::new();
     };
     let stage_key = crate::ovsdb::Atom::from("stage-name");
+    // An optional column (older schemas lack it).
+    let i_cm = idx("controller_meter");
     replica
         .rows(LogicalFlow::TABLE)
         .map(|(u, row)| {
@@ -1069,6 +1234,10 @@ fn flow_rows(replica: &Replica) -> Vec<(FlowRow<'_>, Option<Uuid>, Option<Uuid>)
                 table_id: n(i_tab),
                 priority: n(i_prio),
                 stage: v[i_ext].get(&stage_key).and_then(|a| a.as_str()).unwrap_or_default(),
+                controller_meter: i_cm
+                    .and_then(|i| v[i].as_scalar())
+                    .and_then(|a| a.as_str())
+                    .filter(|s| !s.is_empty()),
             };
             (f, id(i_dp), id(i_grp))
         })
@@ -1143,6 +1312,7 @@ mod jump_layout_tests {
             refusal: None,
             notes: Vec::new(),
             deps: Deps::default(),
+            meters: Vec::new(),
         };
         (n, (format!("t{n}"), vec![Arc::new(f)]))
     }
@@ -1181,5 +1351,54 @@ mod jump_layout_tests {
             .collect();
         // Table 5 is stage 1; a skipped table 3 goes on at the next kept one, 5.
         assert_eq!(jumps, [Action::Jump { egress: true, stage: 1 }, Action::Jump { egress: true, stage: 1 }]);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod meter_tests {
+    use super::*;
+
+    #[test]
+    fn set_meter_units_and_burst_as_ovs_runs_them() {
+        let sb = HashMap::new();
+        // set_meter(1000, 200): 1000 kbit/s, 200 kbit.
+        let m = meter_of("k", &MeterReq::SetMeter { rate: 1000, burst: 200 }, &sb).unwrap();
+        assert_eq!((m.rate, m.burst, m.unit), (1_000_000, 200_000, Unit::Bits));
+        // No burst: one second at the rate (dpif_netdev_meter_set).
+        let m = meter_of("k", &MeterReq::SetMeter { rate: 64, burst: 0 }, &sb).unwrap();
+        assert_eq!((m.rate, m.burst), (64_000, 64_000));
+    }
+
+    #[test]
+    fn sb_meters_one_drop_band_else_refused() {
+        let band =
+            |action: &str, rate, burst_size| MeterBand { uuid: Uuid::nil(), action: action.into(), rate, burst_size };
+        let mut sb = HashMap::new();
+        sb.insert("copp".to_owned(), ("pktps".to_owned(), vec![band("drop", 10, 0)]));
+        sb.insert("acl".to_owned(), ("kbps".to_owned(), vec![band("drop", 500, 50)]));
+        sb.insert("two".to_owned(), ("kbps".to_owned(), vec![band("drop", 1, 1), band("drop", 2, 2)]));
+        sb.insert("dscp".to_owned(), ("kbps".to_owned(), vec![band("dscp_remark", 1, 1)]));
+        let get = |n: &str| meter_of(n, &MeterReq::Named(n.into()), &sb);
+        let m = get("copp").unwrap();
+        assert_eq!((m.name.as_str(), m.rate, m.burst, m.unit), ("copp", 10, 10, Unit::Packets));
+        let m = get("acl").unwrap();
+        assert_eq!((m.rate, m.burst, m.unit), (500_000, 50_000, Unit::Bits));
+        assert!(get("two").unwrap_err().contains("2 bands"));
+        assert!(get("dscp").unwrap_err().contains("not a drop band"));
+        assert!(get("nope").unwrap_err().contains("no such Southbound Meter"));
+    }
+
+    #[test]
+    fn meter_ids_are_stable_and_reused_after_release() {
+        use actions::MeterIds;
+        let mut ids = MeterIdMap::default();
+        let (a, b) = (ids.id("a"), ids.id("b"));
+        assert_eq!((a, b, ids.id("a")), (0, 1, 0));
+        let mut used = BTreeMap::new();
+        used.insert(b, ("b".to_owned(), MeterReq::Named("b".into())));
+        ids.retain(&used);
+        assert_eq!(ids.id("b"), 1, "kept");
+        assert_eq!(ids.id("c"), 0, "a's id reused");
     }
 }

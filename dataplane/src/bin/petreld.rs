@@ -106,6 +106,7 @@ fn run() -> Result<()> {
             .map_err(anyhow::Error::msg)?;
         let stats = Arc::new(SharedStats::new(plan.ports.len()));
         engine.set_learn(stats.learn());
+        engine.set_meters(stats.meters(), pmd_idx, plan.pmd_cores.len());
         let fh: FeaturesHandle = Arc::new(arc_swap::ArcSwap::from_pointee(Features::default()));
         let fs = Arc::new(FeaturesShared::default());
         engine.set_features(Arc::clone(&fh), Arc::clone(&fs));
@@ -116,8 +117,16 @@ fn run() -> Result<()> {
         shared.push(Arc::clone(&stats));
         let (link, updates) = pmd::update_channel();
         links.push(link);
-        let setup =
-            PmdSetup { index: pmd_idx, core, rx, engine, stats, quit: Arc::clone(&quit), updates: Some(updates) };
+        let setup = PmdSetup {
+            index: pmd_idx,
+            core,
+            rx,
+            engine,
+            stats,
+            quit: Arc::clone(&quit),
+            updates: Some(updates),
+            sleep_max_us: plan.pmd_sleep_max_us,
+        };
         handles.handles.push(
             std::thread::Builder::new()
                 .name(format!("pmd{pmd_idx}"))
@@ -391,6 +400,7 @@ fn stats_json(
         .map(|(c, core)| {
             serde_json::json!({
                 "cpu": core, "busy_cycles": c.busy_cycles, "idle_cycles": c.idle_cycles,
+                "sleep_cycles": c.sleep_cycles,
                 "rx_bursts": c.rx_bursts, "rx_packets": c.rx_packets,
                 "cache_hits": c.cache_hits, "cache_misses": c.cache_misses,
             })

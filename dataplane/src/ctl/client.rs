@@ -275,6 +275,17 @@ impl Client {
         }
     }
 
+    /// The tables' meters and their counters.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn meters(&mut self) -> Result<super::features::MetersReply, ClientError> {
+        match self.call(Request::Meters)? {
+            Reply::Meters(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// A `mirror` request.
     ///
     /// # Errors

@@ -125,6 +125,58 @@ pub struct QosReply {
     pub ports: Vec<QosPortInfo>,
 }
 
+/// One meter of the running tables ([`crate::table::Meter`]) and what the
+/// PMDs counted for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterInfo {
+    /// Meter id in the tables.
+    pub id: u32,
+    /// `set_meter <logical flow>` or the Southbound `Meter.name`.
+    pub name: String,
+    /// Units per second.
+    pub rate: u64,
+    /// Bucket size in units.
+    pub burst: u64,
+    /// `bits` or `packets`.
+    pub unit: Unit,
+    /// PMDs sharing it (each with its share of rate and burst).
+    pub pmds: usize,
+    /// Packets it passed (all PMDs).
+    pub passed: u64,
+    /// Packets it refused (counted as `meter_drop`).
+    pub dropped: u64,
+    /// Their bytes.
+    pub dropped_bytes: u64,
+}
+
+/// Reply to `meters`: every meter of the running tables, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetersReply {
+    /// Meters (a meter Petrel cannot apply has none: the packets reaching
+    /// it drop as `unsupported` and `petrelctl refusals` says why).
+    pub meters: Vec<MeterInfo>,
+}
+
+/// `petrelctl meters`.
+pub fn render_meters(r: &MetersReply) -> String {
+    let mut s = String::new();
+    if r.meters.is_empty() {
+        return "no meters\n".into();
+    }
+    for m in &r.meters {
+        let (u, b) = match m.unit {
+            Unit::Bits => ("bit/s", "bit"),
+            Unit::Packets => ("pkt/s", "pkt"),
+        };
+        let _ = writeln!(
+            s,
+            "meter {} {}: {} {u} burst {} {b} [{} PMD(s)]  passed {} dropped {} packets {} bytes",
+            m.id, m.name, m.rate, m.burst, m.pmds, m.passed, m.dropped, m.dropped_bytes
+        );
+    }
+    s
+}
+
 /// A `mirror` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]

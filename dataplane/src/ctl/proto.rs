@@ -63,7 +63,7 @@ pub const MAGIC: [u8; 4] = *b"PTRL";
 /// Major version: a client with another major version is refused.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Minor version: additions that older peers can ignore.
-pub const PROTOCOL_MINOR: u16 = 2;
+pub const PROTOCOL_MINOR: u16 = 3;
 /// Header size: magic, major version, body length.
 pub const HEADER_LEN: usize = 10;
 /// Largest body accepted (64 MiB): far above a real snapshot, small enough
@@ -228,6 +228,8 @@ pub enum Request {
     Qos(super::features::QosRequest),
     /// Local port mirrors: add, del, list.
     Mirror(super::features::MirrorRequest),
+    /// The meters of the running tables and their counters.
+    Meters,
     /// Packet capture sessions: start, read, stop.
     Capture(super::features::CaptureRequest),
     /// Reads or replaces the log filter; the reply is the filter in force.
@@ -322,6 +324,8 @@ pub enum Reply {
     Qos(super::features::QosReply),
     /// To [`Request::Mirror`].
     Mirrors(super::features::MirrorReply),
+    /// To [`Request::Meters`].
+    Meters(super::features::MetersReply),
     /// To [`Request::Capture`].
     Capture(super::features::CaptureReply),
     /// To [`Request::LogLevel`].
@@ -607,6 +611,9 @@ pub struct PmdInfo {
     pub busy_cycles: u64,
     /// TSC ticks in polls that received nothing.
     pub idle_cycles: u64,
+    /// TSC ticks asleep (`petreld --pmd-sleep-max`).
+    #[serde(default)]
+    pub sleep_cycles: u64,
     /// Receive calls that returned packets.
     pub rx_bursts: u64,
     /// Packets received.
@@ -628,6 +635,7 @@ impl PmdInfo {
             cpu,
             busy_cycles: c.busy_cycles,
             idle_cycles: c.idle_cycles,
+            sleep_cycles: c.sleep_cycles,
             rx_bursts: c.rx_bursts,
             rx_packets: c.rx_packets,
             layers: vec![
@@ -798,6 +806,22 @@ pub struct SnapshotMsg {
     /// Constructs accepted with a caveat.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Meters by id ([`Snapshot::meters`](table::Snapshot::meters)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meters: Vec<Option<MeterMsg>>,
+}
+
+/// One meter on the wire ([`table::Meter`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterMsg {
+    /// Identity across snapshots.
+    pub name: String,
+    /// Units per second.
+    pub rate: u64,
+    /// Bucket size in units.
+    pub burst: u64,
+    /// `bits` or `packets`.
+    pub unit: crate::qos::Unit,
 }
 
 /// One entry of [`Snapshot::vlan_ports`](table::Snapshot::vlan_ports).
@@ -1473,6 +1497,13 @@ impl From<&Snapshot> for SnapshotMsg {
                 .collect(),
             refusals: Vec::new(),
             notes: Vec::new(),
+            meters: s
+                .meters
+                .iter()
+                .map(|m| {
+                    m.as_ref().map(|m| MeterMsg { name: m.name.clone(), rate: m.rate, burst: m.burst, unit: m.unit })
+                })
+                .collect(),
         }
     }
 }
@@ -1503,6 +1534,18 @@ impl SnapshotMsg {
                 .vlan_ports
                 .iter()
                 .map(|v| ((v.index, v.vlan), table::LocalPort { datapath: v.port.datapath, port: v.port.port }))
+                .collect(),
+            meters: self
+                .meters
+                .iter()
+                .map(|m| {
+                    m.as_ref().map(|m| table::Meter {
+                        name: m.name.clone(),
+                        rate: m.rate,
+                        burst: m.burst,
+                        unit: m.unit,
+                    })
+                })
                 .collect(),
         };
         snap.validate()?;

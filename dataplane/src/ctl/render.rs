@@ -589,7 +589,7 @@ fn pct(a: u64, b: u64) -> f64 {
 pub fn pmd_stats(r: &PmdStatsReply) -> String {
     let mut s = String::new();
     for p in &r.pmds {
-        let total = p.busy_cycles + p.idle_cycles;
+        let total = p.busy_cycles + p.idle_cycles + p.sleep_cycles;
         let _ = writeln!(s, "pmd {} (cpu {}):", p.index, p.cpu);
         let _ = writeln!(s, "  packets received: {}", p.rx_packets);
         let _ = writeln!(
@@ -608,6 +608,9 @@ pub fn pmd_stats(r: &PmdStatsReply) -> String {
         }
         let _ = writeln!(s, "  idle cycles: {} ({:.1}%)", p.idle_cycles, pct(p.idle_cycles, total));
         let _ = writeln!(s, "  busy cycles: {} ({:.1}%)", p.busy_cycles, pct(p.busy_cycles, total));
+        if p.sleep_cycles > 0 {
+            let _ = writeln!(s, "  sleep cycles: {} ({:.1}%)", p.sleep_cycles, pct(p.sleep_cycles, total));
+        }
         if p.rx_packets > 0 {
             let _ = writeln!(s, "  avg. busy cycles per packet: {:.1}", p.busy_cycles as f64 / p.rx_packets as f64);
         }

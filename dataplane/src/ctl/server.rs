@@ -106,6 +106,10 @@ pub trait Node: Send + Sync + 'static {
         let _ = req;
         Err(ErrorReply::rejected("this server has no QoS"))
     }
+    /// The tables' meters and their counters.
+    fn meters(&self) -> super::features::MetersReply {
+        super::features::MetersReply::default()
+    }
     /// Local port mirrors.
     ///
     /// # Errors
@@ -522,6 +526,7 @@ fn dispatch(ctx: &Ctx, req: Request) -> (Response, bool) {
             Request::DelPort { name } => Reply::Port(node.del_port(&name)?),
             Request::Qos(r) => Reply::Qos(node.qos(r)?),
             Request::Mirror(r) => Reply::Mirrors(node.mirror(r)?),
+            Request::Meters => Reply::Meters(node.meters()),
             Request::Capture(r) => Reply::Capture(node.capture(r)?),
             Request::LogLevel { filter } => Reply::LogLevel(node.log_level(filter.as_deref())?),
         })

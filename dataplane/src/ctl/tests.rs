@@ -137,7 +137,12 @@ fn sample() -> Snapshot {
     let mut groups = BTreeMap::new();
     groups.insert(32768, Arc::from(vec![1, 2, 3]));
     let dp = Datapath { key: 1, name: "ls1".into(), ingress, egress, ports, groups, port_names };
+    let meter = |name: &str, unit| Some(crate::table::Meter { name: name.into(), rate: 1000, burst: 80, unit });
+    let mut meters = vec![None; 10];
+    meters[9] = meter("set_meter ingress table 10 priority 100 match 1", crate::qos::Unit::Bits);
+    meters[2] = meter("copp", crate::qos::Unit::Packets);
     let snap = Snapshot {
+        meters,
         vlan_ports: Default::default(),
         generation: 5,
         datapaths: [(1, Arc::new(dp))].into_iter().collect(),
@@ -152,6 +157,7 @@ fn same(a: &Snapshot, b: &Snapshot) {
     assert_eq!(a.generation, b.generation);
     assert_eq!(a.local_ports, b.local_ports);
     assert_eq!(a.chassis, b.chassis);
+    assert_eq!(a.meters, b.meters);
     assert_eq!(a.datapaths.len(), b.datapaths.len());
     for (k, x) in &a.datapaths {
         let y = &b.datapaths[k];
@@ -176,6 +182,7 @@ fn snapshot_wire_form_round_trips_through_json() {
     let json = serde_json::to_string(&Request::PublishSnapshot(msg.clone())).unwrap();
     assert!(json.contains(r#""reason":"explicit""#), "drop reasons by name");
     assert!(json.contains(r#""value":"0x3f""#), "u128 as hex strings");
+    assert!(json.contains(r#""name":"copp","rate":1000,"burst":80,"unit":"packets""#), "meters: {json}");
     let Request::PublishSnapshot(back) = decode(json.as_bytes()).unwrap() else { panic!() };
     assert_eq!(back, msg);
     same(&back.to_snapshot().unwrap(), &s);

@@ -29,6 +29,7 @@ use crate::flow::Layout;
 use crate::flow::{extract, FlowKey};
 use crate::mbuf::{Burst, Mbuf, Mempool, BURST};
 use crate::port::QueueHandle;
+use crate::qos::meter::{MeterShared, Meters};
 use crate::table::cache::{FlowCache, Verdict};
 use crate::table::commit::commit;
 use crate::table::exec::{run_from_port, run_from_tunnel, NoTrace, Outcome, Target};
@@ -129,6 +130,10 @@ pub struct Engine {
     learn: Arc<super::learn::LearnRing>,
     /// Policers, mirrors and capture (`ext.rs`).
     ext: ext::Ext,
+    /// The tables' meters: this PMD's buckets and counters, and where the
+    /// counters are published.
+    meters: Meters,
+    meter_shared: Option<Arc<MeterShared>>,
     /// OVN tunnel uplinks (the node's tunnel IPs).
     uplinks: Vec<Uplink>,
     /// The neighbour table (published by the main thread) and this PMD's copy.
@@ -277,6 +282,8 @@ impl Engine {
             outcome: Outcome::default(),
             learn: Arc::default(),
             ext: ext::Ext::new(),
+            meters: Meters::new(0, 1, tsc_hz),
+            meter_shared: None,
             uplinks,
             neighbors: None,
             neigh: Arc::default(),
@@ -369,16 +376,29 @@ impl Engine {
             self.counters.cache_misses = c.n_miss();
         }
         self.ext.publish();
+        if let Some(m) = &self.meter_shared {
+            m.publish(&self.meters);
+        }
         &self.counters
     }
 
-    /// Picks up a newly published snapshot (between bursts; no lock).
+    /// Runs the tables' meters as PMD `pmd` of `n_pmd` (its share of each
+    /// meter) and publishes their counters to `shared`. Call before the
+    /// first burst.
+    pub fn set_meters(&mut self, shared: Arc<MeterShared>, pmd: usize, n_pmd: usize) {
+        self.meters.set_share(pmd, n_pmd);
+        self.meter_shared = Some(shared);
+    }
+
+    /// Picks up a newly published snapshot (between bursts; no lock); the
+    /// meters' buckets follow their meters (see `qos::meter`).
     #[inline]
-    fn refresh_tables(&mut self) {
+    fn refresh_tables(&mut self, now: u64) {
         if let Some(c) = &mut self.tables {
             let cur = c.load();
             if self.snap.as_ref().is_none_or(|s| !Arc::ptr_eq(s, cur)) {
-                self.snap = Some(Arc::clone(cur));
+                let old = self.snap.replace(Arc::clone(cur));
+                self.meters.update(old.as_ref().map_or(&[][..], |s| &s.meters[..]), &cur.meters, now);
                 // Chassis come and go with the snapshot: rebuild their
                 // tunnels lazily (within the reserved capacity: no allocation
                 // up to MAX_CACHED_CHASSIS chassis).
@@ -408,13 +428,19 @@ impl Engine {
         self.counters.idle_cycles += ticks;
     }
 
+    /// Adds to the sleep-cycle counter.
+    #[inline]
+    pub fn add_sleep(&mut self, ticks: u64) {
+        self.counters.sleep_cycles += ticks;
+    }
+
     /// Runs every packet of a received burst to completion.
     #[inline]
     pub fn process_burst(&mut self, port: usize, burst: &mut Burst<BURST>, now: u64) {
         let n = burst.len();
         self.counters.rx_bursts += 1;
         self.counters.rx_packets += n as u64;
-        self.refresh_tables();
+        self.refresh_tables(now);
         self.ext.refresh(now);
         if let Some(o) = self.ports[port].raw_xconnect {
             if self.ext_plain(port, o) {
@@ -676,14 +702,26 @@ impl Engine {
             return self.apply_verdict(in_port, m, layout, &orig, &v, now);
         }
         self.flow_cache = Some(cache);
-        // Too many copies to cache (a flood): apply the outcome directly.
+        // Too many copies or meters to cache (a flood): apply the outcome directly.
         // Generated packets first (they read the received one), then the
         // copies, the last of which takes the received mbuf itself.
         let n = self.outcome.emits().len();
-        let last_fwd = (0..n).rev().find(|&i| self.outcome.emits()[i].gen.is_none());
+        if n == 0 {
+            // Not cached for its meters, but dropped anyway.
+            return self.drop_pkt(in_port, m, self.outcome.drop.unwrap_or(DropReason::StageMiss));
+        }
+        let skip = if self.outcome.meters().is_empty() {
+            0
+        } else {
+            self.meters.run(self.outcome.meters(), now, m.pkt_len()).0
+        };
+        let kept = |i: usize| skip & (1 << i) == 0;
+        let last_fwd = (0..n).rev().find(|&i| self.outcome.emits()[i].gen.is_none() && kept(i));
         for i in 0..n {
             let e = self.outcome.emits()[i];
-            if let Some(g) = e.gen {
+            if !kept(i) {
+                self.count_drop(in_port, DropReason::MeterDrop);
+            } else if let Some(g) = e.gen {
                 self.apply_generated(in_port, &m, layout, g, e.target, &e.key.flow, now);
             } else if Some(i) != last_fwd {
                 match m.copy(&self.pool) {
@@ -699,6 +737,8 @@ impl Engine {
                 let e = self.outcome.emits()[i];
                 self.apply_one(in_port, m, layout, &orig, e.target, &e.key.flow, e.key.flow != orig, now);
             }
+            // Every copy refused by a meter (each counted above).
+            None if (0..n).all(|i| !kept(i)) => drop(m),
             None => self.drop_pkt(in_port, m, DropReason::Generated),
         }
     }
@@ -709,10 +749,15 @@ impl Engine {
         if emits.is_empty() {
             return self.drop_pkt(in_port, m, v.drop_reason());
         }
+        // Meters run for every packet, cache hit or not.
+        let skip = if v.meters().is_empty() { 0 } else { self.meters.run(v.meters(), now, m.pkt_len()).0 };
+        let kept = |i: usize| skip & (1 << i) == 0;
         // As in `logical`: generated packets, copies, then the received mbuf.
-        let last_fwd = (0..emits.len()).rev().find(|&i| v.gen(i).is_none());
+        let last_fwd = (0..emits.len()).rev().find(|&i| v.gen(i).is_none() && kept(i));
         for (i, (target, flow)) in emits.iter().enumerate() {
-            if let Some(g) = v.gen(i) {
+            if !kept(i) {
+                self.count_drop(in_port, DropReason::MeterDrop);
+            } else if let Some(g) = v.gen(i) {
                 self.apply_generated(in_port, &m, layout, g, *target, flow, now);
             } else if Some(i) != last_fwd {
                 match m.copy(&self.pool) {
@@ -726,6 +771,8 @@ impl Engine {
                 let (target, flow) = &emits[i];
                 self.apply_one(in_port, m, layout, orig, *target, flow, v.rewrites(i), now);
             }
+            // Every copy refused by a meter (each counted above).
+            None if (0..emits.len()).all(|i| !kept(i)) => drop(m),
             // Answered, not forwarded (pinctrl consumes the packet-in).
             None => self.drop_pkt(in_port, m, DropReason::Generated),
         }

@@ -9,6 +9,14 @@
 //! Nothing in `poll` allocates, locks, logs or makes a syscall: buffers are
 //! fixed arrays made at setup; counters are published with relaxed stores.
 //!
+//! Load-based sleeping (`petreld --pmd-sleep-max`, off by default) follows
+//! OVS's `pmd-maxsleep` (`lib/dpif-netdev.c`, `pmd_thread_main`): after a
+//! poll in which no rx queue gave half a burst, the PMD sleeps one µs longer
+//! than last time, up to the maximum; half a burst on any queue resets it.
+//! The sleep (`nanosleep`, timer slack set to 1 µs as OVS does) happens
+//! between polls and only when the PMD is lightly loaded, so a loaded PMD
+//! never makes that syscall; its TSC time is counted apart (sleep cycles).
+//!
 //! Ports come and go at runtime (`petrelctl add-port`/`del-port`) as
 //! [`PortUpdate`]s the control thread sends each PMD, like OVS's PMD reload:
 //! a PMD looks for updates every [`UPDATE_EVERY`] polls (a lock-free
@@ -38,6 +46,10 @@ const PUBLISH_EVERY: u64 = 1024;
 
 /// How often (in polls) a PMD looks for port updates.
 pub const UPDATE_EVERY: u64 = 64;
+
+/// Packets one rx queue must give in a poll to keep the PMD awake (half a
+/// burst, as OVS's `PMD_SLEEP_THRESH`).
+const SLEEP_THRESH: usize = BURST / 2;
 
 /// Most ports (port slots) a petreld has, configured and added at runtime.
 pub const MAX_PORTS: usize = 256;
@@ -146,6 +158,8 @@ pub struct PmdSetup {
     pub quit: Arc<AtomicBool>,
     /// Port changes from the control thread, if ports can change.
     pub updates: Option<PmdUpdates>,
+    /// Longest load-based sleep per poll, µs (0: never sleep).
+    pub sleep_max_us: u64,
 }
 
 /// Runs a PMD until `quit` is set; returns its final counters.
@@ -160,14 +174,37 @@ pub fn run(mut setup: PmdSetup) -> Result<Counters, String> {
         return Err(format!("PMD {}: cannot pin to CPU {}", setup.index, setup.core));
     }
     eal::register_thread().map_err(|e| format!("PMD {}: {e}", setup.index))?;
+    if setup.sleep_max_us > 0 {
+        // nanosleep's default slack (50 µs) would make every short sleep long.
+        eal::set_timer_slack(1000);
+    }
     let mut burst: Burst<BURST> = Burst::default();
     let mut polls: u64 = 0;
     let mut dirty = false;
+    let mut sleep_us: u64 = 0;
     while !setup.quit.load(Ordering::Relaxed) {
-        let got = poll(&mut setup, &mut burst);
+        let (got, fullest) = poll(&mut setup, &mut burst);
         polls += 1;
         if got > 0 {
             dirty = true;
+        }
+        if setup.sleep_max_us > 0 {
+            if fullest >= SLEEP_THRESH {
+                sleep_us = 0;
+            }
+            if sleep_us > 0 {
+                if dirty {
+                    // What the PMD counted so far is visible while it sleeps.
+                    setup.stats.publish(setup.engine.counters());
+                    dirty = false;
+                }
+                let t0 = eal::rdtsc();
+                // Nothing waits in a tx batch while the PMD sleeps.
+                setup.engine.flush_all(t0);
+                std::thread::sleep(Duration::from_micros(sleep_us));
+                setup.engine.add_sleep(eal::rdtsc().wrapping_sub(t0));
+            }
+            sleep_us = (sleep_us + 1).min(setup.sleep_max_us);
         }
         if dirty && (got == 0 || polls % PUBLISH_EVERY == 0) {
             setup.stats.publish(setup.engine.counters());
@@ -216,10 +253,12 @@ fn apply_updates(setup: &mut PmdSetup) {
     }
 }
 
-/// One iteration over this PMD's rx queues; returns packets received.
+/// One iteration over this PMD's rx queues; returns the packets received
+/// and the most any one queue gave.
 #[inline]
-fn poll(setup: &mut PmdSetup, burst: &mut Burst<BURST>) -> usize {
+fn poll(setup: &mut PmdSetup, burst: &mut Burst<BURST>) -> (usize, usize) {
     let mut total = 0;
+    let mut fullest = 0;
     for (port, q) in &setup.rx {
         let port = *port;
         let t0 = eal::rdtsc();
@@ -233,10 +272,11 @@ fn poll(setup: &mut PmdSetup, burst: &mut Burst<BURST>) -> usize {
         setup.engine.flush_due(t0);
         setup.engine.add_busy(eal::rdtsc().wrapping_sub(t0));
         total += n;
+        fullest = fullest.max(n);
     }
     if total == 0 {
         // Nothing arrived: still drain batches whose timer expired.
         setup.engine.flush_due(eal::rdtsc());
     }
-    total
+    (total, fullest)
 }

@@ -37,6 +37,8 @@ pub struct Counters {
     pub busy_cycles: u64,
     /// TSC ticks spent in polls that received nothing.
     pub idle_cycles: u64,
+    /// TSC ticks spent asleep (`--pmd-sleep-max`), neither busy nor idle.
+    pub sleep_cycles: u64,
     /// Receive calls that returned at least one packet.
     pub rx_bursts: u64,
     /// Packets received over all ports.
@@ -55,6 +57,7 @@ impl Counters {
             drops: [0; DropReason::COUNT],
             busy_cycles: 0,
             idle_cycles: 0,
+            sleep_cycles: 0,
             rx_bursts: 0,
             rx_packets: 0,
             cache_hits: 0,
@@ -82,17 +85,24 @@ pub struct SharedStats {
     drops: Box<[AtomicU64]>,
     busy_cycles: AtomicU64,
     idle_cycles: AtomicU64,
+    sleep_cycles: AtomicU64,
     rx_bursts: AtomicU64,
     rx_packets: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     learn: std::sync::Arc<super::learn::LearnRing>,
+    meters: std::sync::Arc<crate::qos::meter::MeterShared>,
 }
 
 impl SharedStats {
     /// The PMD's MAC-learning ring.
     pub fn learn(&self) -> std::sync::Arc<super::learn::LearnRing> {
         std::sync::Arc::clone(&self.learn)
+    }
+
+    /// The PMD's published meter counters.
+    pub fn meters(&self) -> std::sync::Arc<crate::qos::meter::MeterShared> {
+        std::sync::Arc::clone(&self.meters)
     }
 
     /// Zeroed shared counters for `n_ports` ports, with room for ports
@@ -105,11 +115,13 @@ impl SharedStats {
             drops: (0..DropReason::COUNT).map(|_| AtomicU64::new(0)).collect(),
             busy_cycles: AtomicU64::new(0),
             idle_cycles: AtomicU64::new(0),
+            sleep_cycles: AtomicU64::new(0),
             rx_bursts: AtomicU64::new(0),
             rx_packets: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             learn: std::sync::Arc::default(),
+            meters: std::sync::Arc::default(),
         }
     }
 
@@ -129,6 +141,7 @@ impl SharedStats {
         }
         self.busy_cycles.store(c.busy_cycles, Relaxed);
         self.idle_cycles.store(c.idle_cycles, Relaxed);
+        self.sleep_cycles.store(c.sleep_cycles, Relaxed);
         self.rx_bursts.store(c.rx_bursts, Relaxed);
         self.rx_packets.store(c.rx_packets, Relaxed);
         self.cache_hits.store(c.cache_hits, Relaxed);
@@ -153,6 +166,7 @@ impl SharedStats {
         }
         c.busy_cycles = self.busy_cycles.load(Relaxed);
         c.idle_cycles = self.idle_cycles.load(Relaxed);
+        c.sleep_cycles = self.sleep_cycles.load(Relaxed);
         c.rx_bursts = self.rx_bursts.load(Relaxed);
         c.rx_packets = self.rx_packets.load(Relaxed);
         c.cache_hits = self.cache_hits.load(Relaxed);
@@ -179,6 +193,7 @@ pub fn sum(all: &[Counters]) -> Counters {
         }
         t.busy_cycles += c.busy_cycles;
         t.idle_cycles += c.idle_cycles;
+        t.sleep_cycles += c.sleep_cycles;
         t.rx_bursts += c.rx_bursts;
         t.rx_packets += c.rx_packets;
         t.cache_hits += c.cache_hits;

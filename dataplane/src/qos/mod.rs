@@ -1,4 +1,6 @@
-//! Quality of service: token-bucket policers on the ports of petreld.
+//! Quality of service: token-bucket policers on the ports of petreld, and
+//! the per-PMD state of the tables' meters ([`meter`]: OVN `set_meter`,
+//! Southbound `Meter` rows), built on the same [`bucket`].
 //!
 //! A port may have a policer in each direction:
 //!
@@ -31,6 +33,7 @@
 //! per packet on a shared cache line, which the fast path never does.
 
 pub mod bucket;
+pub mod meter;
 
 pub use self::bucket::{default_burst, share, Bucket, Profile, ProfileError, Unit};
 

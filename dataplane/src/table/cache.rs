@@ -9,14 +9,21 @@
 //! keeps its [`GenPacket`]: the bytes are built from the final key and the
 //! received packet each time, so the verdict stays valid for the flow. Entries are tagged with the
 //! snapshot generation; a new snapshot invalidates them all at once.
+//!
+//! Meters: a verdict keeps the meters its walk passed ([`MeterHit`], up to
+//! [`MAX_CACHED_METERS`]; walks with more are not cached), and the PMD runs
+//! them for every packet that hits it, so caching never lets a packet
+//! skip a meter. Whether a meter passes is not part of the verdict.
 
-use super::exec::{Emit, GenPacket, Outcome, Target};
+use super::exec::{Emit, GenPacket, MeterHit, Outcome, Target};
 use crate::drop::DropReason;
 use crate::flow::emc::Emc;
 use crate::flow::FlowKey;
 
 /// Copies a cached verdict can hold.
 pub const MAX_CACHED_EMITS: usize = 2;
+/// Meters a cached verdict can hold.
+pub const MAX_CACHED_METERS: usize = 2;
 
 /// A cached verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +37,8 @@ pub struct Verdict {
     emits: [(Target, FlowKey); MAX_CACHED_EMITS],
     /// Copy i is this generated packet, not the received one.
     gens: [Option<GenPacket>; MAX_CACHED_EMITS],
+    n_meters: u8,
+    meters: [MeterHit; MAX_CACHED_METERS],
 }
 
 impl Default for Verdict {
@@ -40,6 +49,8 @@ impl Default for Verdict {
             drop: None,
             emits: [(Target::Local { port: 0, vlan: None }, FlowKey::default()); MAX_CACHED_EMITS],
             gens: [None; MAX_CACHED_EMITS],
+            n_meters: 0,
+            meters: [MeterHit::default(); MAX_CACHED_METERS],
         }
     }
 }
@@ -49,10 +60,17 @@ impl Verdict {
     /// is small enough to cache.
     pub fn of(o: &Outcome, orig: &FlowKey) -> Option<Self> {
         let e = o.emits();
-        if e.len() > MAX_CACHED_EMITS {
+        let ms = o.meters();
+        if e.len() > MAX_CACHED_EMITS || ms.len() > MAX_CACHED_METERS {
             return None;
         }
-        let mut v = Verdict { n: u8::try_from(e.len()).unwrap_or(0), drop: o.drop, ..Verdict::default() };
+        let mut v = Verdict {
+            n: u8::try_from(e.len()).unwrap_or(0),
+            drop: o.drop,
+            n_meters: u8::try_from(ms.len()).unwrap_or(0),
+            ..Verdict::default()
+        };
+        v.meters[..ms.len()].copy_from_slice(ms);
         for (i, (slot, Emit { key, target, gen })) in v.emits.iter_mut().zip(e).enumerate() {
             *slot = (*target, key.flow);
             v.gens[i] = *gen;
@@ -66,6 +84,12 @@ impl Verdict {
     /// The copies: (target, final flow key).
     pub fn emits(&self) -> &[(Target, FlowKey)] {
         &self.emits[..usize::from(self.n)]
+    }
+
+    /// The meters to run for each packet, in walk order.
+    #[inline]
+    pub fn meters(&self) -> &[MeterHit] {
+        &self.meters[..usize::from(self.n_meters)]
     }
 
     /// What copy `i` is, if a generated packet.

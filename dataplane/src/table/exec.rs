@@ -29,13 +29,27 @@
 //!   (`reject_ignored`), as pinctrl ignores it. [`Action::Jump`] (only
 //!   there) resubmits into a stage of either pipeline.
 //!
+//! - Meters ([`Action::Meter`]): the walk does not decide; a meter's
+//!   verdict depends on its bucket at the packet's time, not on the key,
+//!   while a walk's result is cached per flow. So the walk records each
+//!   meter it passes ([`MeterHit`]: which copies follow it in its scope)
+//!   and goes on as if the meter passed; whoever applies the outcome (or a
+//!   cached verdict of it) runs the meters in order for every packet
+//!   (`qos::meter::Meters::run`) and drops the copies of the meters that
+//!   refuse it. A scope is the whole walk, a `clone`, a generated packet's
+//!   actions, or one multicast member's egress pipeline: a meter that
+//!   refuses drops what follows it in its scope, and the meters in that
+//!   range are not run (their tokens are not taken), as an OpenFlow meter
+//!   ends the actions after it. A meter id with no meter in the snapshot
+//!   drops as `unsupported`.
+//!
 //! Every walk ends: `next` only goes forward (checked by
 //! [`Snapshot::validate`]), nesting is bounded by [`MAX_DEPTH`] and total
 //! work by [`MAX_STEPS`]. Nothing here allocates; tracing compiles away
 //! with [`NoTrace`].
 
 use super::{
-    Action, Binding, Datapath, GenKind, Key, Rule, SlowPathReason, Snapshot, MC_GROUP_MIN, MLF_ALLOW_LOOPBACK,
+    Action, Binding, Datapath, GenKind, Key, Meter, Rule, SlowPathReason, Snapshot, MC_GROUP_MIN, MLF_ALLOW_LOOPBACK,
 };
 use super::{REG_FLAGS, REG_INPORT, REG_OUTPORT};
 pub use crate::action::generate::GenPacket;
@@ -54,6 +68,27 @@ const N_LOG_REGS: usize = 10;
 pub const MLF_RX_FROM_TUNNEL: u32 = 1 << 16;
 /// Most remote chassis one flood reaches (dedup set size).
 const MAX_CHASSIS_PER_FLOOD: usize = 64;
+
+/// Most meters one walk may pass (more drop the branch as `unsupported`).
+pub const MAX_WALK_METERS: usize = 8;
+
+/// A meter the walk passed: run it per packet; if it refuses, copies
+/// `from..to` are dropped and the meters after it up to `skip` are not run
+/// (they are inside its scope, after it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct MeterHit {
+    /// Meter id.
+    pub id: u32,
+    /// Index of the first copy made after the meter.
+    pub from: u8,
+    /// End (exclusive) of the copies of its scope.
+    pub to: u8,
+    /// Index of the first meter after its scope.
+    pub skip: u8,
+}
+
+/// `to` of a meter whose scope is still open.
+const OPEN: u8 = u8::MAX;
 
 /// Where one copy of the packet goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,12 +152,21 @@ pub struct Outcome {
     pub drop: Option<DropReason>,
     /// Rules run.
     pub steps: u32,
+    meters: [MeterHit; MAX_WALK_METERS],
+    n_meters: usize,
 }
 
 impl Default for Outcome {
     fn default() -> Self {
         let e = Emit { key: Key::default(), target: Target::Local { port: 0, vlan: None }, gen: None };
-        Outcome { emits: [e; MAX_EMITS], n: 0, drop: None, steps: 0 }
+        Outcome {
+            emits: [e; MAX_EMITS],
+            n: 0,
+            drop: None,
+            steps: 0,
+            meters: [MeterHit::default(); MAX_WALK_METERS],
+            n_meters: 0,
+        }
     }
 }
 
@@ -137,10 +181,28 @@ impl Outcome {
         self.n == 0
     }
 
+    /// The meters to run for each packet, in walk order.
+    pub fn meters(&self) -> &[MeterHit] {
+        &self.meters[..self.n_meters]
+    }
+
     fn reset(&mut self) {
         self.n = 0;
         self.drop = None;
         self.steps = 0;
+        self.n_meters = 0;
+    }
+
+    /// Closes the scopes of the meters from `m0` on that are still open:
+    /// their scope ends at the copies made so far.
+    fn close_meters(&mut self, m0: usize) {
+        let (to, skip) = (u8::try_from(self.n).unwrap_or(OPEN - 1), u8::try_from(self.n_meters).unwrap_or(OPEN));
+        for h in &mut self.meters[m0..self.n_meters] {
+            if h.to == OPEN {
+                h.to = to;
+                h.skip = skip;
+            }
+        }
     }
 }
 
@@ -189,6 +251,8 @@ impl Tracer for NoTrace {
 struct Walk<'o, T: Tracer> {
     out: &'o mut Outcome,
     tr: &'o mut T,
+    /// The snapshot's meters.
+    meters: &'o [Option<Meter>],
     /// Inside a generated packet's actions: what its copies are.
     gen: Option<GenPacket>,
 }
@@ -196,7 +260,7 @@ struct Walk<'o, T: Tracer> {
 /// Runs a packet received on local port `port` (its extracted `flow`).
 pub fn run_from_port<T: Tracer>(snap: &Snapshot, port: u16, flow: &FlowKey, out: &mut Outcome, tr: &mut T) {
     out.reset();
-    let mut w = Walk { out, tr, gen: None };
+    let mut w = Walk { out, tr, meters: &snap.meters, gen: None };
     let mut key = Key { flow: *flow, ..Key::default() };
     // A tagged packet of a child port or a tagged localnet network: the
     // tag says which logical port it is, and is removed (physical.c).
@@ -221,6 +285,7 @@ pub fn run_from_port<T: Tracer>(snap: &Snapshot, port: u16, flow: &FlowKey, out:
     key.meta.metadata = u64::from(dp.key);
     key.meta.regs[REG_INPORT] = lp.port;
     w.stage(dp, false, 0, &mut key, 0);
+    w.out.close_meters(0);
 }
 
 /// Runs a packet decapsulated from Geneve with this VNI and OVN option keys.
@@ -234,7 +299,7 @@ pub fn run_from_tunnel<T: Tracer>(
     tr: &mut T,
 ) {
     out.reset();
-    let mut w = Walk { out, tr, gen: None };
+    let mut w = Walk { out, tr, meters: &snap.meters, gen: None };
     let Some(dp) = snap.datapaths.get(&vni) else {
         return w.drop(DropReason::UnknownDatapath, 0);
     };
@@ -244,6 +309,7 @@ pub fn run_from_tunnel<T: Tracer>(
     key.meta.regs[REG_OUTPORT] = u32::from(egress);
     key.meta.regs[REG_FLAGS] |= MLF_RX_FROM_TUNNEL;
     w.deliver(dp, &mut key, 0);
+    w.out.close_meters(0);
 }
 
 impl<T: Tracer> Walk<'_, T> {
@@ -336,13 +402,23 @@ impl<T: Tracer> Walk<'_, T> {
                         return self.drop(DropReason::PipelineTooDeep, depth);
                     }
                     let mut copy = *key;
+                    let m0 = self.out.n_meters;
                     self.actions(dp, egress, inner, &mut copy, depth + 1);
+                    self.out.close_meters(m0);
                 }
-                // Policing and mirroring are not in the fast path yet (the
-                // QoS/mirroring work adds them): running a rule that asks for
-                // them without doing it would forward differently, so the
-                // packet is refused instead.
-                Action::Meter(_) | Action::Mirror(_) => return self.drop(DropReason::Unsupported, depth),
+                Action::Meter(id) => {
+                    let known = usize::try_from(*id).ok().and_then(|i| self.meters.get(i)).is_some_and(Option::is_some);
+                    if !known || self.out.n_meters == MAX_WALK_METERS {
+                        return self.drop(DropReason::Unsupported, depth);
+                    }
+                    let from = u8::try_from(self.out.n).unwrap_or(OPEN - 1);
+                    self.out.meters[self.out.n_meters] = MeterHit { id: *id, from, to: OPEN, skip: OPEN };
+                    self.out.n_meters += 1;
+                }
+                // Mirroring is not in the fast path yet: running a rule that
+                // asks for it without doing it would forward differently, so
+                // the packet is refused instead.
+                Action::Mirror(_) => return self.drop(DropReason::Unsupported, depth),
                 Action::Drop(why) => return self.drop(*why, depth),
                 Action::SlowPath(SlowPathReason::Learn) => {
                     let t = Target::Learn { datapath: key.datapath(), port: key.inport() };
@@ -357,7 +433,9 @@ impl<T: Tracer> Walk<'_, T> {
                         Ok((what, flow)) => {
                             let mut g = Key { flow, meta: key.meta };
                             let outer = self.gen.replace(what);
+                            let m0 = self.out.n_meters;
                             self.actions(dp, egress, actions, &mut g, depth + 1);
+                            self.out.close_meters(m0);
                             self.gen = outer;
                         }
                         // Not an error of this branch: the original goes on.
@@ -400,7 +478,11 @@ impl<T: Tracer> Walk<'_, T> {
                     Some(_) => {
                         let mut copy = *key;
                         copy.meta.regs[REG_OUTPORT] = m;
+                        // Each member's egress is a scope of its own: a
+                        // to-lport meter of one member drops that copy only.
+                        let m0 = self.out.n_meters;
                         self.egress(dp, &mut copy, depth + 1);
+                        self.out.close_meters(m0);
                     }
                     None => self.drop(DropReason::NoBinding, depth),
                 }

@@ -102,7 +102,13 @@ pub enum Action {
     Output,
     /// Run these actions on a copy of the packet, then continue here.
     Clone(Arc<[Action]>),
-    /// Police with this meter.
+    /// Police with meter `id` ([`Snapshot::meters`]): the packet goes on
+    /// if the meter's bucket (this PMD's) holds its cost, else every copy
+    /// the rest of the walk makes in this scope is dropped (`meter_drop`),
+    /// as an OpenFlow `meter` action drops what follows it. A scope is
+    /// the whole walk, a `clone`, a generated packet's actions, or one
+    /// multicast member's egress pipeline. See [`exec`] for how the
+    /// verdict is kept per packet while walks are cached.
     Meter(u32),
     /// Mirror with this session.
     Mirror(u32),
@@ -466,6 +472,44 @@ pub struct RemoteChassis {
     pub ip: IpAddr,
 }
 
+/// Most meters a snapshot may hold: meter ids are below this (each PMD
+/// keeps a bucket per id, sized once).
+pub const MAX_METERS: usize = 4096;
+
+/// A meter: a token bucket with one drop band (OpenFlow meters as OVN
+/// installs them: `set_meter`'s and the Southbound `Meter` rows with one
+/// `drop` band).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Meter {
+    /// Identity across snapshots: `set_meter <logical flow>` (one meter per
+    /// logical flow, as ovn-controller's meter table keys them; the flow
+    /// named by pipeline, table, priority and match, so a rate change that
+    /// makes northd replace the flow keeps the meter) or the Southbound
+    /// `Meter.name`. A PMD keeps a meter's bucket across
+    /// republishes while its id and name stay; a change of rate or burst
+    /// is applied to the bucket in place (tokens kept).
+    pub name: String,
+    /// Units per second (bit/s or packet/s); at least 1.
+    pub rate: u64,
+    /// Bucket size in units; at least 1.
+    pub burst: u64,
+    /// What `rate` and `burst` count (bits of the frame as received, or packets).
+    pub unit: crate::qos::Unit,
+}
+
+impl Meter {
+    /// PMD `i`'s share of this meter when `n` PMDs run it (each its own
+    /// bucket: see `qos::meter`), on a TSC of `hz`. A share never falls
+    /// below one unit of rate or burst.
+    ///
+    /// # Errors
+    /// A zero TSC frequency.
+    pub fn profile(&self, i: usize, n: usize, hz: u64) -> Result<crate::qos::Profile, crate::qos::ProfileError> {
+        let (r, b) = (crate::qos::share(self.rate, i, n).max(1), crate::qos::share(self.burst, i, n).max(1));
+        crate::qos::Profile::new(r, b, self.unit, hz)
+    }
+}
+
 /// An immutable, complete table set.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -483,6 +527,10 @@ pub struct Snapshot {
     /// localnet networks on an uplink). The tag is removed before the
     /// ingress pipeline, as ovn-controller's `physical.c` strips it.
     pub vlan_ports: BTreeMap<(u16, u16), LocalPort>,
+    /// Meters by id ([`Action::Meter`]); `None`: an id whose meter Petrel
+    /// cannot apply (the compiler reports why): packets reaching it are
+    /// dropped as `unsupported`.
+    pub meters: Vec<Option<Meter>>,
 }
 
 /// Where `petreld` publishes snapshots and PMDs read them: RCU-style, a
@@ -524,6 +572,12 @@ pub enum SnapshotError {
     BadBits(u32, u64, String),
     /// datapath {0}: stage {1} rule {2:#x}: jump to {3} stage {4}, which does not exist or is outside a generated packet
     BadJump(u32, String, u64, &'static str, u16),
+    /// datapath {0}: rule {1:#x}: meter {2} is out of range (at most MAX_METERS meters)
+    BadMeter(u32, u64, u32),
+    /// {0} meters: at most MAX_METERS
+    TooManyMeters(usize),
+    /// meter {0} ({1}): zero rate or burst
+    ZeroMeter(usize, String),
 }
 
 impl Snapshot {
@@ -540,6 +594,14 @@ impl Snapshot {
     /// # Errors
     /// The first violation found.
     pub fn validate(&self) -> Result<(), SnapshotError> {
+        if self.meters.len() > MAX_METERS {
+            return Err(SnapshotError::TooManyMeters(self.meters.len()));
+        }
+        for (i, m) in self.meters.iter().enumerate() {
+            if let Some(m) = m.as_ref().filter(|m| m.rate == 0 || m.burst == 0) {
+                return Err(SnapshotError::ZeroMeter(i, m.name.clone()));
+            }
+        }
         for (&(i, _), lp) in &self.vlan_ports {
             if !self.datapaths.contains_key(&lp.datapath) {
                 return Err(SnapshotError::UnknownDatapath(usize::from(i), lp.datapath));
@@ -610,6 +672,9 @@ fn check_actions(cx: &Check<'_>, acts: &[Action]) -> Result<(), SnapshotError> {
                 }
             }
             Action::Clone(inner) => check_actions(cx, inner)?,
+            Action::Meter(id) if usize::try_from(*id).map_or(true, |i| i >= MAX_METERS) => {
+                return Err(SnapshotError::BadMeter(dp, r.cookie, *id));
+            }
             _ => {}
         }
     }

@@ -70,6 +70,7 @@ fn switch() -> Snapshot {
     let mut datapaths = BTreeMap::new();
     datapaths.insert(1, Arc::new(dp));
     let snap = Snapshot {
+        meters: Vec::new(),
         vlan_ports: Default::default(),
         generation: 1,
         datapaths,
@@ -243,7 +244,9 @@ fn validate_refuses_backward_next_unknown_chassis_and_width_mismatch() {
 }
 
 #[test]
-fn meters_and_mirrors_are_refused_until_implemented() {
+fn mirrors_and_meters_missing_from_the_snapshot_are_refused() {
+    // Mirroring is not implemented; a meter id with no meter is one Petrel
+    // could not apply (the compiler reports it).
     for a in [Action::Meter(1), Action::Mirror(1)] {
         let mut s = switch();
         let dp = Arc::make_mut(s.datapaths.get_mut(&1).unwrap());
@@ -469,4 +472,121 @@ fn remote_ports_behind_a_localnet_port_are_reached_through_it_once() {
     // From a tunnel to a remote port: out of the localnet port (table 40).
     run_from_tunnel(&s, 1, 1, 4, &flow(MAC1, MAC3), &mut o, &mut NoTrace);
     assert_eq!(targets(&o), vec![Target::Localnet { uplink: 2, vlan: Some(100) }]);
+}
+
+/// [`switch`] with meter 0 (3 packets of burst, 1 pkt/s) on what port 1
+/// sends (ingress, as `ls_in_qos_meter` does) and meter 1 on what goes to
+/// port 2 (egress, `ls_out_qos_meter`).
+fn metered_switch() -> Snapshot {
+    let mut s = switch();
+    let dp = Arc::make_mut(s.datapaths.get_mut(&1).unwrap());
+    let st = &dp.ingress.stages[0];
+    let mut rules: Vec<Rule> = st.rules().to_vec();
+    rules[0].actions = vec![Action::Meter(0), Action::Next(1)].into();
+    dp.ingress.stages[0] = Arc::new(Stage::new(st.name.clone(), rules));
+    dp.egress.stages[0] = Arc::new(Stage::new(
+        "ls_out_deliver",
+        vec![
+            Rule::new(
+                10,
+                &[(Field::Reg(REG_OUTPORT as u8), 2, 0xffff_ffff)],
+                vec![Action::Meter(1), Action::Output],
+                0xc2,
+            ),
+            Rule::new(0, &[], vec![Action::Output], 0xc0),
+        ],
+    ));
+    let m = |name: &str| Some(Meter { name: name.into(), rate: 1, burst: 3, unit: crate::qos::Unit::Packets });
+    s.meters = vec![m("in"), m("out")];
+    s.validate().unwrap();
+    s
+}
+
+#[test]
+fn meter_is_recorded_and_runs_per_packet_from_a_cached_verdict() {
+    use crate::qos::meter::Meters;
+    let s = metered_switch();
+    let mut o = Outcome::default();
+    // From port 2: no meter on its way in; meter 0 not passed, 1 neither (to port 1).
+    run_from_port(&s, 1, &flow(MAC2, MAC1), &mut o, &mut NoTrace);
+    assert_eq!(targets(&o), vec![Target::Local { port: 0, vlan: None }]);
+    assert!(o.meters().is_empty());
+    // From port 1 to port 2: both meters, over the one copy.
+    let f = flow(MAC1, MAC2);
+    run_from_port(&s, 0, &f, &mut o, &mut NoTrace);
+    assert_eq!(targets(&o), vec![Target::Local { port: 1, vlan: Some(7) }], "the walk itself forwards");
+    let h = |id, skip| exec::MeterHit { id, from: 0, to: 1, skip };
+    assert_eq!(o.meters(), &[h(0, 2), h(1, 2)]);
+    let v = cache::Verdict::of(&o, &f).unwrap();
+    assert_eq!(v.meters(), o.meters(), "the cached verdict keeps the meters");
+    // Per packet: 3 pass (the burst), then every copy is refused, and
+    // meter 1 is not even run for them (it lies after meter 0).
+    let mut m = Meters::new(0, 1, 1_000_000_000);
+    m.update(&[], &s.meters, 0);
+    let verdicts: Vec<(u32, bool)> = (0..6).map(|_| m.run(v.meters(), 5, 64)).collect();
+    assert_eq!(verdicts, [(0, false), (0, false), (0, false), (1, true), (1, true), (1, true)]);
+    assert_eq!((m.counters(0).passed, m.counters(0).dropped), (3, 3));
+    assert_eq!((m.counters(1).passed, m.counters(1).dropped), (3, 0));
+    // One second later, one more packet.
+    assert_eq!(m.run(v.meters(), 1_000_000_005, 64), (0, false));
+}
+
+#[test]
+fn meter_of_one_flood_member_drops_that_copy_only() {
+    use crate::qos::meter::Meters;
+    let s = metered_switch();
+    let mut o = Outcome::default();
+    // Broadcast from port 2 (no ingress meter): local copy to port 1,
+    // tunnels to c0 and c1; no meter. From port 1: port 2's copy is metered.
+    let f = flow(MAC1, 0xffff_ffff_ffff);
+    run_from_port(&s, 0, &f, &mut o, &mut NoTrace);
+    assert_eq!(
+        targets(&o),
+        vec![
+            Target::Local { port: 1, vlan: Some(7) },
+            Target::Tunnel { chassis: 0, vni: 1, ingress: 1, egress: FLOOD as u16 },
+            Target::Tunnel { chassis: 1, vni: 1, ingress: 1, egress: FLOOD as u16 },
+        ]
+    );
+    let h = |id, from, to, skip| exec::MeterHit { id, from, to, skip };
+    assert_eq!(o.meters(), &[h(0, 0, 3, 2), h(1, 0, 1, 2)]);
+    let mut m = Meters::new(0, 1, 1_000_000_000);
+    // Meter 0 generous, meter 1 (port 2's) tight.
+    let mut meters = s.meters.clone();
+    meters[0] = Some(Meter { name: "in".into(), rate: 1000, burst: 1000, unit: crate::qos::Unit::Packets });
+    m.update(&[], &meters, 0);
+    for _ in 0..3 {
+        assert_eq!(m.run(o.meters(), 0, 64), (0, false));
+    }
+    assert_eq!(m.run(o.meters(), 0, 64), (0b001, true), "only port 2's copy");
+}
+
+#[test]
+fn meter_in_a_clone_scopes_to_the_clone_and_unknown_meters_are_refused() {
+    let mut s = switch();
+    let dp = Arc::make_mut(s.datapaths.get_mut(&1).unwrap());
+    let st = &dp.ingress.stages[0];
+    let mut rules: Vec<Rule> = st.rules().to_vec();
+    // clone { meter 0; next } ; meter 1: the clone's copy is meter 0's only.
+    rules[0].actions = vec![Action::Clone(vec![Action::Meter(0), Action::Next(1)].into()), Action::Meter(1)].into();
+    rules[1].actions = vec![Action::Meter(7), Action::Next(1)].into();
+    dp.ingress.stages[0] = Arc::new(Stage::new(st.name.clone(), rules));
+    let m = |name: &str| Some(Meter { name: name.into(), rate: 1, burst: 1, unit: crate::qos::Unit::Packets });
+    s.meters = vec![m("a"), m("b")];
+    s.validate().unwrap();
+    let mut o = Outcome::default();
+    run_from_port(&s, 0, &flow(MAC1, MAC2), &mut o, &mut NoTrace);
+    let h = |id, from, to, skip| exec::MeterHit { id, from, to, skip };
+    assert_eq!(o.meters(), &[h(0, 0, 1, 1), h(1, 1, 1, 2)]);
+    // Meter 7 is not in the snapshot: refused, not ignored.
+    run_from_port(&s, 1, &flow(MAC2, MAC1), &mut o, &mut NoTrace);
+    assert!(o.is_drop());
+    assert_eq!(o.drop, Some(DropReason::Unsupported));
+    // An id beyond MAX_METERS does not validate.
+    let dp = Arc::make_mut(s.datapaths.get_mut(&1).unwrap());
+    dp.egress.stages[0] =
+        Arc::new(Stage::new("ls_out_deliver", vec![Rule::new(0, &[], vec![Action::Meter(MAX_METERS as u32)], 1)]));
+    assert!(matches!(s.validate(), Err(SnapshotError::BadMeter(1, 1, _))));
+    s.meters = vec![Some(Meter { name: "z".into(), rate: 0, burst: 1, unit: crate::qos::Unit::Bits })];
+    assert!(matches!(s.validate(), Err(SnapshotError::ZeroMeter(0, _))));
 }
