@@ -41,6 +41,13 @@ pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 /// VIRTIO_F_VERSION_1.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// VIRTIO_F_IN_ORDER: buffers are used in the order they were made
+/// available. Our rings always do (both directions take avail entries in
+/// order and write one used element each, in the same order; a dropped
+/// packet's buffer too), so offering it costs nothing and lets the guest
+/// use its in-order paths (DPDK's virtio PMD: cheaper per packet). DPDK's
+/// vhost library offers it as well.
+pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
 
 /// The virtio features we offer. Not offered: packed rings, EVENT_IDX,
 /// offloads (checksum, TSO), LOG_ALL (migration).
@@ -48,7 +55,8 @@ pub const OFFERED_FEATURES: u64 = VIRTIO_NET_F_MRG_RXBUF
     | VIRTIO_NET_F_MQ
     | VIRTIO_RING_F_INDIRECT_DESC
     | VHOST_USER_F_PROTOCOL_FEATURES
-    | VIRTIO_F_VERSION_1;
+    | VIRTIO_F_VERSION_1
+    | VIRTIO_F_IN_ORDER;
 
 #[derive(Debug, Default)]
 struct RingConf {
