@@ -25,7 +25,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::pods::{testpmd, wait_for, workspace_bin, Proc, EAL};
+use common::pods::{nbctl, petrel_ovn, start_ovn, testpmd, wait_for, workspace_bin, Proc, EAL};
 use common::{empty_pcap, read_pcap, tshark_fields, tshark_num, write_pcap};
 use petrel_dataplane::action::gre::{gre_encap, GreSink, GreSinkConfig, MirrorKind};
 use petrel_dataplane::buf::{PacketBuf, VecBuf};
@@ -110,57 +110,11 @@ fn replay(d: &Path, tag: &str, a: &[Vec<u8>], b: &[Vec<u8>]) {
     assert!(read_pcap(&out_a) == b, "pod1 got what pod2 sent ({} frames)", read_pcap(&out_a).len());
 }
 
-/// ovsdb-server (NB, SB) and ovn-northd in `d`; returns them and the NB
-/// and SB remotes.
-fn ovn(d: &Path) -> (Vec<Proc>, String, String) {
-    let mut procs = Vec::new();
-    for db in ["nb", "sb"] {
-        let file = d.join(format!("{db}.db"));
-        let o = Command::new("ovsdb-tool")
-            .arg("create")
-            .arg(&file)
-            .arg(format!("/usr/share/ovn/ovn-{db}.ovsschema"))
-            .output()
-            .unwrap_or_else(|e| panic!("ovsdb-tool: {e} (run scripts/bootstrap.sh)"));
-        assert!(o.status.success(), "ovsdb-tool create: {o:?}");
-        let mut cmd = Command::new("ovsdb-server");
-        cmd.arg(format!("--remote=punix:{}", d.join(format!("{db}.sock")).display()))
-            .arg(format!("--unixctl={}", d.join(format!("{db}.ctl")).display()))
-            .arg("--no-chdir")
-            .arg(&file);
-        procs.push(Proc::spawn("ovsdb-server", cmd, d.join(format!("{db}.log"))));
-    }
-    let nb = format!("unix:{}", d.join("nb.sock").display());
-    let sb = format!("unix:{}", d.join("sb.sock").display());
-    let mut northd = Command::new("ovn-northd");
-    northd
-        .arg(format!("--ovnnb-db={nb}"))
-        .arg(format!("--ovnsb-db={sb}"))
-        .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
-        .arg("--no-chdir");
-    procs.push(Proc::spawn("ovn-northd", northd, d.join("northd.log")));
-    wait_for("the NB", 20, || {
-        Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(["--timeout=1", "show"]).status().unwrap().success()
-    });
-    (procs, nb, sb)
-}
-
-fn nbctl(nb: &str, args: &[&str]) {
-    let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
-    assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-}
-
 /// The switch of both tests: pod1 and pod2 with their MACs.
 fn switch(nb: &str) {
     nbctl(nb, &["ls-add", "sw0", "--", "lsp-add", "sw0", "pod1", "--", "lsp-add", "sw0", "pod2"]);
     nbctl(nb, &["lsp-set-addresses", "pod1", "02:00:00:00:01:01"]);
     nbctl(nb, &["lsp-set-addresses", "pod2", "02:00:00:00:01:02"]);
-}
-
-fn petrel_ovn(d: &Path, sb: &str, ctl_sock: &Path) -> Proc {
-    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
-    ovn.arg("--remote").arg(sb).args(["--system-id", "hv1", "--encap-ip", "192.0.2.1", "--dataplane"]).arg(ctl_sock);
-    Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"))
 }
 
 fn remote(c: &mut Client) -> Vec<RemoteMirrorInfo> {
@@ -175,7 +129,7 @@ fn session<'a>(r: &'a [RemoteMirrorInfo], name: &str) -> &'a RemoteMirrorInfo {
 fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_procs, nb, sb) = ovn(d);
+    let (_procs, nb, sb) = start_ovn(d);
     let nbctl = |args: &[&str]| nbctl(&nb, args);
     switch(&nb);
     nbctl(&["mirror-add", "m-gre", "gre", "7", "from-lport", "192.0.2.50"]);
@@ -195,7 +149,7 @@ fn ovn_gre_and_erspan_mirrors_copy_exactly_what_the_port_carries() {
     let up_pcap = d.join("up.pcap");
     let mut p = petreld(d, &ctl_sock, &up_pcap, "first");
     wait_for("petreld's control socket", 20, || ctl_sock.exists());
-    let _ovn = petrel_ovn(d, &sb, &ctl_sock);
+    let _ovn = petrel_ovn(d, &sb, "192.0.2.1", &ctl_sock);
     nbctl(&["--timeout=30", "--wait=hv", "sync"]);
 
     let mut c = common::connect(&ctl_sock, "ovn mirror test");
@@ -362,7 +316,7 @@ impl Drop for Netns {
 fn ovn_erspan_mirror_to_a_sink_resolved_by_arp() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_procs, nb, sb) = ovn(d);
+    let (_procs, nb, sb) = start_ovn(d);
     let id = std::process::id();
     let (pns, sns) = (format!("pmir-p{id}"), format!("pmir-s{id}"));
     let (pdev, sdev) = (format!("pm{id}"), format!("sm{id}"));
@@ -396,7 +350,7 @@ fn ovn_erspan_mirror_to_a_sink_resolved_by_arp() {
     let up = format!("up=dpdk,devargs=net_af_packet0,iface={pdev}");
     let mut p = petreld_with(d, &ctl_sock, &up, &[], Some(&pns), "arp");
     wait_for("petreld's control socket", 20, || ctl_sock.exists());
-    let _ovn = petrel_ovn(d, &sb, &ctl_sock);
+    let _ovn = petrel_ovn(d, &sb, "192.0.2.1", &ctl_sock);
     nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
     let mut c = common::connect(&ctl_sock, "ovn mirror arp test");
     wait_for("OVN's mirror in petreld", 20, || remote(&mut c).len() == 1);

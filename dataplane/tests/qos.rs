@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::pods::{testpmd, vhost_port, wait_for, workspace_bin, Proc, EAL};
+use common::pods::{nbctl, petrel_ovn, start_ovn, testpmd, vhost_port, wait_for, workspace_bin, Proc, EAL};
 use common::{empty_pcap, read_pcap, write_pcap};
 use petrel_dataplane::ctl::features::{unhex, CaptureRequest, Direction, MirrorRequest, QosPortInfo, QosRequest};
 use petrel_dataplane::ctl::Client;
@@ -354,48 +354,6 @@ fn policer_accuracy_and_live_change() {
     assert_eq!(s["vhost"]["a"]["connects"], 1, "no port flap: {s}");
 }
 
-/// A real OVN: NB and SB ovsdb-servers and ovn-northd in `d`; returns
-/// them (killed when dropped) and the NB and SB remotes.
-fn start_ovn(d: &Path) -> (Vec<Proc>, String, String) {
-    let mut procs = Vec::new();
-    for db in ["nb", "sb"] {
-        let file = d.join(format!("{db}.db"));
-        let o = Command::new("ovsdb-tool")
-            .arg("create")
-            .arg(&file)
-            .arg(format!("/usr/share/ovn/ovn-{db}.ovsschema"))
-            .output()
-            .unwrap_or_else(|e| panic!("ovsdb-tool: {e} (run scripts/bootstrap.sh)"));
-        assert!(o.status.success(), "ovsdb-tool create: {o:?}");
-        let mut cmd = Command::new("ovsdb-server");
-        cmd.arg(format!("--remote=punix:{}", d.join(format!("{db}.sock")).display()))
-            .arg(format!("--unixctl={}", d.join(format!("{db}.ctl")).display()))
-            .arg("--no-chdir")
-            .arg(&file);
-        procs.push(Proc::spawn("ovsdb-server", cmd, d.join(format!("{db}.log"))));
-    }
-    let nb = format!("unix:{}", d.join("nb.sock").display());
-    let sb = format!("unix:{}", d.join("sb.sock").display());
-    let mut northd = Command::new("ovn-northd");
-    northd
-        .arg(format!("--ovnnb-db={nb}"))
-        .arg(format!("--ovnsb-db={sb}"))
-        .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
-        .arg("--no-chdir");
-    procs.push(Proc::spawn("ovn-northd", northd, d.join("northd.log")));
-    wait_for("the NB", 20, || {
-        Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(["--timeout=1", "show"]).status().unwrap().success()
-    });
-    (procs, nb, sb)
-}
-
-/// `ovn-nbctl` on `nb`, which must succeed; its output.
-fn nbctl(nb: &str, args: &[&str]) -> String {
-    let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
-    assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// OVN's `qos_max_rate`/`qos_burst` on a logical switch port (what
 /// Kube-OVN's rate annotations become) reach petreld through petrel-ovn as
 /// the ingress policer of the port carrying it; an operator's setting wins
@@ -424,9 +382,7 @@ fn ovn_qos_max_rate_becomes_an_ingress_policer() {
         ],
     );
     wait_for("petreld's control socket", 20, || ctl_sock.exists());
-    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
-    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "127.0.0.1", "--dataplane"]).arg(&ctl_sock);
-    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    let _ovn = petrel_ovn(d, &sb, "127.0.0.1", &ctl_sock);
     nbctl(&["--timeout=30", "--wait=hv", "sync"]);
 
     let mut c = common::connect(&ctl_sock, "qos ovn test");
@@ -526,9 +482,7 @@ fn ovn_qos_bandwidth_meters_a_burst() {
         ],
     );
     wait_for("petreld's control socket", 20, || ctl_sock.exists());
-    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
-    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "127.0.0.1", "--dataplane"]).arg(&ctl_sock);
-    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    let _ovn = petrel_ovn(d, &sb, "127.0.0.1", &ctl_sock);
     nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
     let mut c = common::connect(&ctl_sock, "qos meter test");
     wait_for("the meter in petreld", 20, || c.meters().unwrap().meters.len() == 1);
@@ -649,9 +603,7 @@ fn ovn_copp_meter_limits_rejects() {
         ],
     );
     wait_for("petreld's control socket", 20, || ctl_sock.exists());
-    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
-    ovn.arg("--remote").arg(&sb).args(["--system-id", "hv1", "--encap-ip", "127.0.0.1", "--dataplane"]).arg(&ctl_sock);
-    let _ovn = Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"));
+    let _ovn = petrel_ovn(d, &sb, "127.0.0.1", &ctl_sock);
     nbctl(&nb, &["--timeout=30", "--wait=hv", "sync"]);
     let mut c = common::connect(&ctl_sock, "copp meter test");
     wait_for("the CoPP meter in petreld", 20, || c.meters().unwrap().meters.len() == 1);

@@ -112,3 +112,53 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     assert!(p.exists(), "{} is missing: cargo build -p petrel-control (nextest --workspace builds it)", p.display());
     p
 }
+
+/// A real OVN: NB and SB ovsdb-servers and ovn-northd in `d`; returns
+/// them (killed when dropped) and the NB and SB remotes.
+pub fn start_ovn(d: &Path) -> (Vec<Proc>, String, String) {
+    let mut procs = Vec::new();
+    for db in ["nb", "sb"] {
+        let file = d.join(format!("{db}.db"));
+        let o = Command::new("ovsdb-tool")
+            .arg("create")
+            .arg(&file)
+            .arg(format!("/usr/share/ovn/ovn-{db}.ovsschema"))
+            .output()
+            .unwrap_or_else(|e| panic!("ovsdb-tool: {e} (run scripts/bootstrap.sh)"));
+        assert!(o.status.success(), "ovsdb-tool create: {o:?}");
+        let mut cmd = Command::new("ovsdb-server");
+        cmd.arg(format!("--remote=punix:{}", d.join(format!("{db}.sock")).display()))
+            .arg(format!("--unixctl={}", d.join(format!("{db}.ctl")).display()))
+            .arg("--no-chdir")
+            .arg(&file);
+        procs.push(Proc::spawn("ovsdb-server", cmd, d.join(format!("{db}.log"))));
+    }
+    let nb = format!("unix:{}", d.join("nb.sock").display());
+    let sb = format!("unix:{}", d.join("sb.sock").display());
+    let mut northd = Command::new("ovn-northd");
+    northd
+        .arg(format!("--ovnnb-db={nb}"))
+        .arg(format!("--ovnsb-db={sb}"))
+        .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
+        .arg("--no-chdir");
+    procs.push(Proc::spawn("ovn-northd", northd, d.join("northd.log")));
+    wait_for("the NB", 20, || {
+        Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(["--timeout=1", "show"]).status().unwrap().success()
+    });
+    (procs, nb, sb)
+}
+
+/// `ovn-nbctl` on `nb`, which must succeed; its output.
+pub fn nbctl(nb: &str, args: &[&str]) -> String {
+    let o = Command::new("ovn-nbctl").arg(format!("--db={nb}")).args(args).output().unwrap();
+    assert!(o.status.success(), "ovn-nbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// petrel-ovn as chassis `hv1` with tunnel IP `encap_ip`, on the Southbound
+/// `sb`, driving the petreld at `ctl_sock`; its log in `d`.
+pub fn petrel_ovn(d: &Path, sb: &str, encap_ip: &str, ctl_sock: &Path) -> Proc {
+    let mut ovn = Command::new(workspace_bin("petrel-ovn"));
+    ovn.arg("--remote").arg(sb).args(["--system-id", "hv1", "--encap-ip", encap_ip, "--dataplane"]).arg(ctl_sock);
+    Proc::spawn("petrel-ovn", ovn, d.join("petrel-ovn.log"))
+}
