@@ -345,28 +345,42 @@ gen_stop() {   # stop the generator only (the SUT reconnects to the next one)
 }
 
 # --------------------------------------------------------------- OVS, OVN
-ovs_start() {   # ovs_start BRIDGE IFACE-ID0 IFACE-ID1
-    local br=$1 i d=$RUN/ovs ifid=("$2" "$3")
+# ovs_up DIR TAG NETNS EAL_MORE [OTHER_CONFIG...]: ovsdb-server and
+# ovs-vswitchd-dpdk with their files in DIR and logs tagged TAG (vswitchd
+# inside NETNS if given), PMD on SUT_CORE, EAL_MORE added to dpdk-extra;
+# waits for DPDK. Sets OVS_PID (vswitchd's PID).
+ovs_up() {
+    local d=$1 tag=$2 ns=$3 eal=$4 i
+    shift 4
+    local vsctl=(ovs-vsctl --timeout=30 --db="unix:$d/db.sock") pre=()
+    [[ -n $ns ]] && pre=(ip netns exec "$ns")
     mkdir -p "$d"
     ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-    ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --pidfile="$d/ovsdb-server.pid" \
-        --unixctl="$d/ovsdb-server.ctl" --log-file="$SUT_DIR/ovsdb-server.log" --detach --no-chdir \
+    OVS_RUNDIR=$d ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --pidfile="$d/ovsdb-server.pid" \
+        --unixctl="$d/ovsdb-server.ctl" --log-file="$SUT_DIR/ovsdb-server$tag.log" --detach --no-chdir \
         >>"$SUT_DIR/console.log" 2>&1
     started "$(pidfile "$d/ovsdb-server.pid")" aux
-    "${VSCTL[@]}" --no-wait init
-    "${VSCTL[@]}" --no-wait set Open_vSwitch . other_config:dpdk-init=true \
+    "${vsctl[@]}" --no-wait init
+    "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:dpdk-init=true \
         other_config:dpdk-socket-mem="$SUT_MEM" other_config:dpdk-socket-limit="$SUT_MEM" \
         other_config:pmd-cpu-mask="$(printf '0x%x' $((1 << SUT_CORE)))" \
-        other_config:dpdk-extra="--no-pci --file-prefix=$PFX-ovs"
-    "$OVSD" "unix:$d/db.sock" --pidfile="$d/ovs-vswitchd.pid" --unixctl="$d/ovs-vswitchd.ctl" \
-        --log-file="$SUT_DIR/ovs-vswitchd.log" --detach --no-chdir >>"$SUT_DIR/console.log" 2>&1
-    started "$(pidfile "$d/ovs-vswitchd.pid")" sut
+        other_config:dpdk-extra="--no-pci --file-prefix=$PFX-ovs$tag${eal:+ $eal}" "$@"
+    OVS_RUNDIR=$d "${pre[@]}" "$OVSD" "unix:$d/db.sock" --pidfile="$d/ovs-vswitchd.pid" \
+        --unixctl="$d/ovs-vswitchd.ctl" --log-file="$SUT_DIR/ovs-vswitchd$tag.log" --detach --no-chdir \
+        >>"$SUT_DIR/console.log" 2>&1
+    OVS_PID=$(pidfile "$d/ovs-vswitchd.pid")
+    started "$OVS_PID" sut
     for i in $(seq 120); do
-        [[ $("${VSCTL[@]}" get Open_vSwitch . dpdk_initialized 2>/dev/null) == true ]] && break
+        [[ $("${vsctl[@]}" get Open_vSwitch . dpdk_initialized 2>/dev/null) == true ]] && break
         nap 0.25
     done
-    [[ $("${VSCTL[@]}" get Open_vSwitch . dpdk_initialized) == true ]] ||
-        die "OVS did not initialise DPDK (see $SUT_DIR/ovs-vswitchd.log)"
+    [[ $("${vsctl[@]}" get Open_vSwitch . dpdk_initialized) == true ]] ||
+        die "OVS did not initialise DPDK (see $SUT_DIR/ovs-vswitchd$tag.log)"
+}
+
+ovs_start() {   # ovs_start BRIDGE IFACE-ID0 IFACE-ID1
+    local br=$1 i ifid=("$2" "$3")
+    ovs_up "$RUN/ovs" "" "" ""
     "${VSCTL[@]}" add-br "$br" -- set bridge "$br" datapath_type=netdev
     for i in 0 1; do
         "${VSCTL[@]}" add-port "$br" "vhu$i" -- set Interface "vhu$i" type=dpdkvhostuserclient \
@@ -419,34 +433,15 @@ ovn_central() {   # ovn_central SCENARIO: NB + SB servers, northd, the logical s
 # the tunnel IP; OVS userspace tunnelling routes by the netns' table),
 # ovn-controller. Their memif uplinks meet at $RUN/memif.sock (A serves).
 ovs_node() {
-    local i=$1 d=$RUN/ovs ns=$PFX-n$1 role=server peer=$((1 - $1)) j
+    local i=$1 d=$RUN/ovs ns=$PFX-n$1 role=server peer=$((1 - $1))
     ((i == 0)) || { d=$RUN/ovs$i; role=client; }
     local vsctl=(ovs-vsctl --timeout=30 --db="unix:$d/db.sock")
-    mkdir -p "$d"
     ip netns add "$ns"
     NETNS+=("$ns")
     ip -n "$ns" link set lo up
-    ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-    OVS_RUNDIR=$d ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --pidfile="$d/ovsdb-server.pid" \
-        --unixctl="$d/ovsdb-server.ctl" --log-file="$SUT_DIR/ovsdb-server$i.log" --detach --no-chdir \
-        >>"$SUT_DIR/console.log" 2>&1
-    started "$(pidfile "$d/ovsdb-server.pid")" aux
-    "${vsctl[@]}" --no-wait init
-    "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:dpdk-init=true \
-        other_config:dpdk-socket-mem="$SUT_MEM" other_config:dpdk-socket-limit="$SUT_MEM" \
-        other_config:pmd-cpu-mask="$(printf '0x%x' $((1 << SUT_CORE)))" \
-        other_config:pmd-maxsleep="$SLEEP_MAX" \
-        other_config:dpdk-extra="--no-pci --file-prefix=$PFX-ovs$i --log-level=pmd.net.memif:debug"
-    OVS_RUNDIR=$d ip netns exec "$ns" "$OVSD" "unix:$d/db.sock" --pidfile="$d/ovs-vswitchd.pid" --unixctl="$d/ovs-vswitchd.ctl" \
-        --log-file="$SUT_DIR/ovs-vswitchd$i.log" --detach --no-chdir >>"$SUT_DIR/console.log" 2>&1
-    SUT_PIDS[i]=$(pidfile "$d/ovs-vswitchd.pid")
-    started "${SUT_PIDS[i]}" sut
-    for j in $(seq 120); do
-        [[ $("${vsctl[@]}" get Open_vSwitch . dpdk_initialized 2>/dev/null) == true ]] && break
-        nap 0.25
-    done
-    [[ $("${vsctl[@]}" get Open_vSwitch . dpdk_initialized) == true ]] ||
-        die "OVS node $i did not initialise DPDK (see $SUT_DIR/ovs-vswitchd$i.log)"
+    # (memif's control messages in the log: a ring mismatch shows there)
+    ovs_up "$d" "$i" "$ns" "--log-level=pmd.net.memif:debug" other_config:pmd-maxsleep="$SLEEP_MAX"
+    SUT_PIDS[i]=$OVS_PID
     "${vsctl[@]}" add-br br-phy -- set bridge br-phy datapath_type=netdev other_config:hwaddr="${UL_MAC[i]}" \
         -- add-port br-phy up -- set Interface up type=dpdk options:n_rxq=2 \
         options:dpdk-devargs="net_memif$i,role=$role,id=0,socket=$RUN/memif.sock,socket-abstract=no,mac=${UL_MAC[i]}"
