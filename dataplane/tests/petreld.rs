@@ -117,27 +117,30 @@ fn xconnect_replays_a_capture_byte_exact() {
     assert!(o.stdout.contains("final stats"), "{}", o.stdout);
 }
 
+/// `mixed.pcap` replayed through `a` cross-connected to `b`, with `extra`
+/// flags; petreld's output and the frames `b` sent.
+fn xconnect_replay(d: &Path, extra: &[&str]) -> (Out, Vec<Vec<u8>>) {
+    let empty = empty(d);
+    let mut args = vec![
+        "--port".to_owned(),
+        pcap_port("a", 0, &fixture("mixed.pcap"), &d.join("a.out.pcap"), ""),
+        "--port".to_owned(),
+        pcap_port("b", 1, &empty, &d.join("b.out.pcap"), ""),
+        "--xconnect".to_owned(),
+        "a:b".to_owned(),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let o = run_petreld(d, &args);
+    (o, read_pcap(&d.join("b.out.pcap")))
+}
+
 #[test]
 fn load_based_sleep_forwards_everything_and_counts_the_time_asleep() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let input = read_pcap(&fixture("mixed.pcap"));
-    let empty = empty(d);
-    let o = run_petreld(
-        d,
-        &[
-            "--port".into(),
-            pcap_port("a", 0, &fixture("mixed.pcap"), &d.join("a.out.pcap"), ""),
-            "--port".into(),
-            pcap_port("b", 1, &empty, &d.join("b.out.pcap"), ""),
-            "--xconnect".into(),
-            "a:b".into(),
-            "--pmd-sleep-max".into(),
-            "200".into(),
-        ],
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = xconnect_replay(dir.path(), &["--pmd-sleep-max", "200"]);
     // Sleeping never loses or reorders: the replay arrives whole.
-    assert_eq!(read_pcap(&d.join("b.out.pcap")), input, "b must carry a's frames unchanged, in order");
+    assert_eq!(out, input, "b must carry a's frames unchanged, in order");
     // After the replay the PMD idles for 300 ms before petreld exits: with
     // sleeps of up to 200 µs per poll it spends most of that asleep.
     let pmd = &o.stats["pmds"][0];
@@ -145,19 +148,9 @@ fn load_based_sleep_forwards_everything_and_counts_the_time_asleep() {
     assert!(sleep > 0 && sleep > idle, "a quiet PMD must sleep more than it polls: {pmd}");
 
     // Without the flag it never sleeps.
-    let d2 = tempfile::tempdir().unwrap();
-    let empty2 = self::empty(d2.path());
-    let o = run_petreld(
-        d2.path(),
-        &[
-            "--port".into(),
-            pcap_port("a", 0, &fixture("mixed.pcap"), &d2.path().join("a.out.pcap"), ""),
-            "--port".into(),
-            pcap_port("b", 1, &empty2, &d2.path().join("b.out.pcap"), ""),
-            "--xconnect".into(),
-            "a:b".into(),
-        ],
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = xconnect_replay(dir.path(), &[]);
+    assert_eq!(out, input);
     assert_eq!(o.stats["pmds"][0]["sleep_cycles"].as_u64(), Some(0), "{}", o.stats);
 }
 
