@@ -413,8 +413,13 @@ impl Vring {
         if let Ok(d) = Self::read_desc(self.desc, u32::from(self.size), u32::from(head)) {
             if d.flags & DESC_F_INDIRECT == 0 {
                 if let Some((p, _)) = mem.gpa_chunk(d.addr) {
-                    prefetch(p);
-                    prefetch(p.wrapping_add(64));
+                    // From the packet's first byte: the header before it
+                    // is skipped, not read (no offloads), so its line is
+                    // left alone in the guest's cache, as DPDK's vhost
+                    // library leaves it.
+                    let data = p.wrapping_add(self.feat.hdr_len);
+                    prefetch(data);
+                    prefetch(data.wrapping_add(64));
                 }
             }
         }
@@ -436,14 +441,16 @@ impl Vring {
         }
     }
 
-    /// As [`Self::prefetch_buf`], for a buffer about to be written (the
-    /// receive side): its first line, owned.
+    /// As [`Self::prefetch_buf`], for a receive buffer: the header's line
+    /// for reading (it is written only if it differs, see `enqueue_on`) and
+    /// the line where the packet starts, owned.
     #[inline]
     fn prefetch_buf_w(&self, mem: &GuestMemory, head: u16) {
         if let Ok(d) = Self::read_desc(self.desc, u32::from(self.size), u32::from(head)) {
             if d.flags & DESC_F_INDIRECT == 0 {
                 if let Some((p, _)) = mem.gpa_chunk(d.addr) {
-                    prefetch_w(p);
+                    prefetch(p);
+                    prefetch_w(p.wrapping_add(self.feat.hdr_len));
                 }
             }
         }
@@ -701,12 +708,28 @@ impl Vring {
                         // the stack address aliases theirs modulo 4 KiB the
                         // load waits for them, a cross-core round trip per
                         // packet. Measured: memmove 55% of the PMD's time.)
+                        //
+                        // Each half is stored only if it differs, as DPDK's
+                        // vhost library does (ASSIGN_UNLESS_EQUAL). A guest
+                        // that recycles its buffers (DPDK's virtio PMD: the
+                        // same mbufs for receive and transmit, the transmit
+                        // header zeroed) usually has exactly these bytes
+                        // there already: the line is then only read, stays
+                        // valid in the guest's cache, and its read of
+                        // num_buffers does not miss. Measured (perf on
+                        // the bench generator): that read fell from 15% of
+                        // its time to 4-9%.
                         // SAFETY: p..p+12 lies in mapped guest memory
                         // (walk_chain checked the segment, len >= 12).
                         unsafe {
-                            p.cast::<u64>().write_unaligned(0);
+                            if p.cast::<u64>().read_unaligned() != 0 {
+                                p.cast::<u64>().write_unaligned(0);
+                            }
                             // csum_offset 0, num_buffers 1 (little endian)
-                            p.add(8).cast::<u32>().write_unaligned(u32::to_le(1 << 16));
+                            let tail = u32::to_le(1 << 16);
+                            if p.add(8).cast::<u32>().read_unaligned() != tail {
+                                p.add(8).cast::<u32>().write_unaligned(tail);
+                            }
                         }
                         if mergeable {
                             nb_ptr = [p.wrapping_add(NUM_BUFFERS_OFF), p.wrapping_add(NUM_BUFFERS_OFF + 1)];
