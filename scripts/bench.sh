@@ -74,7 +74,8 @@
 # target/bench/<timestamp>/): results.csv (every measurement: Mpps total
 # and per direction, stability = rate in the 2nd half / 1st half, SUT busy
 # cycles per packet and busy %, exact-match cache hit %, generator busy %,
-# foreign CPU %, flags), summary.csv, summary.json, table.txt, env.txt and
+# foreign CPU %, flags), persec.csv (the rate in every second), modes.txt
+# (medians per speed mode, see below), summary.csv, summary.json, table.txt, env.txt and
 # logs/ (every process's log, thread placement, OVS pmd-stats, petrelctl
 # pmd-stats, drops and refusals).
 # Flags: disturbed(% of a CPU: the busiest other processes), busy-helper,
@@ -182,6 +183,7 @@ RUN=$(mktemp -d /tmp/petrel-bench.XXXXXX)   # sockets and databases (short paths
 LOGS=$OUT/logs
 mkdir -p "$LOGS"
 RESULTS=$OUT/results.csv
+PERSEC=$OUT/persec.csv     # the generator's rate in every second of every measurement
 PIDS=()            # everything started here, by PID, in start order
 NETNS=()           # network namespaces made here (overlay, OVS)
 SCEN=""            # the scenario being measured
@@ -883,10 +885,19 @@ measure_once() {
     threads >"$MEAS.before"
     procs >"$MEAS.procs0"
     c0=$(cpu_total); t0=$(date +%s.%N); a0=$(gen_rx)
-    nap "$half"
-    tm=$(date +%s.%N); am=$(gen_rx)
-    nap $((DURATION - half))
-    t1=$(date +%s.%N); a1=$(gen_rx)
+    # One sample a second (the VM's speed mode can change within a
+    # measurement: PERSEC); the half-way one also gives the stability.
+    local s prev=$a0 tprev=$t0 now cur
+    tm=$t0; am=$a0
+    for s in $(seq "$DURATION"); do
+        nap 1
+        now=$(date +%s.%N); cur=$(gen_rx)
+        awk -v a="$prev" -v b="$cur" -v t0="$tprev" -v t1="$now" -v k="$scen,$size,$flows,$sys,$rep,$try,$s" \
+            'BEGIN {split(a, x, " "); split(b, y, " "); printf "%s,%.3f\n", k, (y[1] + y[2] - x[1] - x[2]) / (t1 - t0) / 1e6}' >>"$PERSEC"
+        ((s == half)) && { tm=$now; am=$cur; }
+        prev=$cur; tprev=$now
+    done
+    t1=$tprev; a1=$prev
     c1=$(cpu_total)
     procs >"$MEAS.procs1"
     threads >"$MEAS.after"
@@ -953,6 +964,7 @@ measure_once() {
     echo "SYSTEMS='$SYSTEMS' SCENARIOS='$SCENARIOS' GEN_CORE=$GEN_CORE SUT_CORE=$SUT_CORE FOREIGN_MAX=$FOREIGN_MAX"
 } >"$OUT/env.txt"
 echo "scenario,frame_bytes,flows,system,rep,try,mpps,mpps_a_to_b,mpps_b_to_a,stability,sut_cycles_per_packet,sut_busy_pct,sut_cache_hit_pct,gen_busy_pct,foreign_cpu_pct,flags" >"$RESULTS"
+echo "scenario,frame_bytes,flows,system,rep,try,second,mpps" >"$PERSEC"
 
 cells=0
 for sys in $SYSTEMS; do
@@ -1051,5 +1063,55 @@ echo
 echo "Mpps at the generator (both directions), median over $REPS rep(s) ± half the min-max spread;"
 echo "generator: testpmd net_virtio_user on CPU $GEN_CORE; SUT on CPU $SUT_CORE; ${DURATION}s per measurement."
 cat "$OUT/table.txt"
+
+# By speed mode. This VM switches between speed modes (the host moves its
+# vCPUs: every system's rate halves or doubles together, sometimes within
+# a measurement), so medians over reps mix modes. Per row, the per-second
+# rates of all its systems are pooled; when they form two clusters (the
+# widest gap between neighbours in sorted order is a factor >= 1.4), each
+# system's median is given per cluster, and the ratios compare like with
+# like. With a real gap between systems (one always slower) the clusters
+# are the systems, not modes: the counts show it.
+python3 - "$PERSEC" "$SCENARIOS" "$SIZES" "$FLOWS" >"$OUT/modes.txt" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+scens, sizes, flows = (a.split() for a in sys.argv[2:5])
+out = []
+for sc in scens:
+    if sc == "overlay":
+        continue
+    for z in sizes:
+        for f in flows:
+            per = {}
+            for r in rows:
+                if r["frame_bytes"] == z and r["flows"] == f and (
+                    (r["scenario"] == sc and r["system"] != "ceiling") or r["system"] == "ceiling"
+                ):
+                    per.setdefault(r["system"], []).append(float(r["mpps"]))
+            xs = sorted(x for v in per.values() for x in v if x > 0.01)
+            if len(xs) < 4:
+                continue
+            # each cluster at least 15% of the seconds: a stray slow second is not a mode
+            least = max(3, int(0.15 * len(xs)))
+            gap, cut = max(((xs[i + 1] / xs[i], xs[i + 1]) for i in range(least - 1, len(xs) - least)), default=(1, 0))
+            modes = [("all", 0.0, float("inf"))] if gap < 1.4 else [("fast", cut, float("inf")), ("slow", 0.0, cut)]
+            for name, lo, hi in modes:
+                med = {}
+                cells = []
+                for sysn in ("ceiling", "ovs", "petrel"):
+                    v = [x for x in per.get(sysn, []) if lo <= x < hi]
+                    if len(v) >= 3:
+                        med[sysn] = statistics.median(v)
+                        cells.append(f"{sysn} {med[sysn]:.2f} (n={len(v)})")
+                    elif sysn in per:
+                        cells.append(f"{sysn} - (n={len(v)})")
+                rat = [f"{a}/{b} {med[a] / med[b]:.2f}" for a, b in (("petrel", "ovs"), ("petrel", "ceiling")) if a in med and b in med]
+                out.append(f"{sc:<11} {z:>5}B {f:>6} {name:<4} | " + "  ".join(cells) + " | " + ("  ".join(rat) or "-"))
+print("\n".join(out))
+PY
+
 echo
-echo "results: $RESULTS, $OUT/summary.csv, $OUT/summary.json; logs: $LOGS"
+echo "By speed mode (per-second rates; medians and seconds counted; see modes.txt):"
+cat "$OUT/modes.txt"
+echo
+echo "results: $RESULTS, $OUT/summary.csv, $OUT/summary.json, $PERSEC; logs: $LOGS"
