@@ -33,7 +33,7 @@ pub mod virtq;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use virtq::guard::Guarded;
-use virtq::{Violation, Vring};
+use virtq::{Violation, Vring, VringCounters};
 
 /// A packet buffer the fast path copies into (dequeue) or out of (enqueue);
 /// an mbuf in `petreld`.
@@ -67,6 +67,8 @@ pub struct PortCounters {
     pub violations: AtomicU64,
     /// Packets dropped by the vrings (too long, too short), published by the PMDs.
     pub dropped: AtomicU64,
+    /// Interrupts signalled to the guest (call eventfd writes), published by the PMDs.
+    pub calls: AtomicU64,
 }
 
 /// One vhost-user port as PMDs and the management thread share it.
@@ -146,12 +148,19 @@ impl Port {
         self.broken.store(true, Ordering::Release);
     }
 
+    /// Adds what the ring counted since `before` to the port's counters.
     #[inline]
-    fn publish_drops(&self, before: u64, ring: &Vring) {
-        let d = ring.counters.dropped - before;
+    fn publish(&self, before: VringCounters, ring: &Vring) {
+        let d = ring.counters.dropped - before.dropped;
         if d > 0 {
             let c = &self.counters.dropped;
             c.store(c.load(Ordering::Relaxed) + d, Ordering::Relaxed);
+        }
+        // At most one per ring per call interval: a locked add is cheap here,
+        // and two PMDs may publish for different rings of the port at once.
+        let calls = ring.counters.calls - before.calls;
+        if calls > 0 {
+            self.counters.calls.fetch_add(calls, Ordering::Relaxed);
         }
     }
 
@@ -170,9 +179,9 @@ impl Port {
         if ring.broken {
             return 0;
         }
-        let before = ring.counters.dropped;
+        let before = ring.counters;
         let r = ring.dequeue(bufs, alloc);
-        self.publish_drops(before, &ring);
+        self.publish(before, &ring);
         match r {
             Ok(n) => n,
             Err(v) => {
@@ -191,9 +200,9 @@ impl Port {
         if ring.broken {
             return 0;
         }
-        let before = ring.counters.dropped;
+        let before = ring.counters;
         let r = ring.enqueue(pkts);
-        self.publish_drops(before, &ring);
+        self.publish(before, &ring);
         match r {
             Ok(n) => n,
             Err(v) => {
