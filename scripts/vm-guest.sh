@@ -123,7 +123,7 @@ dev=$(basename "$(readlink /sys/class/net/eth0/device)")
 say "UP mac=$(cat /sys/class/net/eth0/address) driver=$(basename "$(readlink /sys/class/net/eth0/device/driver)") features=$(cat /sys/bus/virtio/devices/$dev/features)"
 
 # 1. guest -> host ping
-out=$(ping -c 5 -W 5 "$PEER" 2>&1)
+out=$(ping -c 5 -i 0.1 -W 5 "$PEER" 2>&1)
 say "PING_OUT $(echo "$out" | grep 'packets transmitted')"
 
 # 2. guest -> host TCP: the host listens on 5002, reads to EOF, closes.
@@ -144,7 +144,7 @@ say "RX_SHA $(sha256sum /tmp/rx | cut -d' ' -f1) $(wc -c </tmp/rx) rc=$rc"
 say "LISTEN 5003"
 timeout 60 nc -l -p 5003 </dev/null >/tmp/end
 # Let the connection's last segments land before counting.
-sleep 1
+sleep 0.5
 s=/sys/class/net/eth0/statistics
 say "STATS rx_packets=$(cat $s/rx_packets) rx_dropped=$(cat $s/rx_dropped) tx_packets=$(cat $s/tx_packets) tx_dropped=$(cat $s/tx_dropped) irqs=$(awk '/virtio/ { n += $2 } END { print n + 0 }' /proc/interrupts)"
 say "DONE"

@@ -152,6 +152,7 @@ struct Vm {
     serial: PathBuf,
     /// Bytes of the console already matched.
     seen: usize,
+    t0: Instant,
 }
 
 impl Vm {
@@ -182,7 +183,7 @@ impl Vm {
             // either way: QEMU reads them and raises the guest's interrupt.
             .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:99:00:02,vectors=0"]);
         let qemu = Proc::spawn("qemu", cmd, d.join(format!("{tag}.qemu.log")));
-        Vm { qemu, serial, seen: 0 }
+        Vm { qemu, serial, seen: 0, t0: Instant::now() }
     }
 
     fn console(&self) -> String {
@@ -199,6 +200,7 @@ impl Vm {
                 let start = self.seen + at;
                 if let Some(end) = text[start..].find('\n') {
                     self.seen = start + end;
+                    eprintln!("{:>6.1} s  {}", self.t0.elapsed().as_secs_f64(), &text[start..start + end]);
                     return text[start + head.len()..start + end].trim().to_owned();
                 }
             }
@@ -224,7 +226,7 @@ fn sha256(data: &[u8], d: &Path, name: &str) -> String {
 
 /// The count of `ping`'s summary (iputils: `N packets transmitted, M received`).
 fn ping(ns: &Netns, count: u32) -> (u32, u32, String) {
-    let o = ns.cmd(&["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "5", GUEST_IP]).output().unwrap();
+    let o = ns.cmd(&["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.1", "-W", "5", GUEST_IP]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let line = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("ping: {out}"));
     let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).take(2).collect();
