@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::pods::{wait_for, Proc, EAL};
+use petrel_dataplane::ctl::proto::PortStats;
 
 const PETRELD: &str = env!("CARGO_BIN_EXE_petreld");
 const HOST_IP: &str = "10.99.0.1";
@@ -116,7 +117,7 @@ fn sh(argv: &[&str]) -> String {
 
 /// petreld in `ns`: the vhost-user port `vm` cross-connected with the
 /// `net_tap` port `tap`, whose kernel end gets `HOST_IP`.
-fn petreld(ns: &Netns, d: &Path, sock: &Path, mode: &str) -> Proc {
+fn petreld(ns: &Netns, d: &Path, sock: &Path, mode: &str, extra: &[&str]) -> Proc {
     let ctl = d.join("petreld.sock");
     let mut cmd = ns.cmd(&[PETRELD]);
     cmd.args(["--eal-args", EAL, "--pmd-cores", "1", "--mbufs", "8191"])
@@ -128,7 +129,8 @@ fn petreld(ns: &Netns, d: &Path, sock: &Path, mode: &str) -> Proc {
         .arg(format!("vm=vhost-user,path={},mode={mode}", sock.display()))
         .arg("--port")
         .arg(format!("tap=dpdk,devargs=net_tap0,iface={TAP}"))
-        .args(["--xconnect", "vm:tap"]);
+        .args(["--xconnect", "vm:tap"])
+        .args(extra);
     let mut p = Proc::spawn("petreld", cmd, d.join("petreld.log"));
     wait_for("petreld's control socket and tap", 30, || {
         assert!(p.alive(), "petreld exited:\n{}", p.log());
@@ -139,11 +141,10 @@ fn petreld(ns: &Netns, d: &Path, sock: &Path, mode: &str) -> Proc {
     p
 }
 
-/// The vm port's (rx_packets, tx_packets) as petreld counts them.
-fn vm_counts(d: &Path) -> (u64, u64) {
+/// The vm port's counters as petreld keeps them.
+fn vm_stats(d: &Path) -> PortStats {
     let mut c = common::connect(&d.join("petreld.sock"), "vm test");
-    let p = c.stats().unwrap().ports.into_iter().find(|p| p.name == "vm").expect("port vm");
-    (p.stats.rx_packets, p.stats.tx_packets)
+    c.stats().unwrap().ports.into_iter().find(|p| p.name == "vm").expect("port vm").stats
 }
 
 /// A booted guest: QEMU and its serial console.
@@ -224,13 +225,22 @@ fn sha256(data: &[u8], d: &Path, name: &str) -> String {
     sh(&["sha256sum", f.to_str().unwrap()]).split_whitespace().next().unwrap().to_owned()
 }
 
-/// The count of `ping`'s summary (iputils: `N packets transmitted, M received`).
-fn ping(ns: &Netns, count: u32) -> (u32, u32, String) {
-    let o = ns.cmd(&["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.1", "-W", "5", GUEST_IP]).output().unwrap();
+/// `count` pings from the host `interval` seconds apart: (sent, answered).
+/// busybox's ping, which after the last request waits up to 5 s for every
+/// missing reply (iputils' waits only two round trips once any reply has
+/// come, so a reply held back by the throttle would count as lost; with a
+/// deadline it keeps sending, and a later request would flush what was held).
+fn ping_every(ns: &Netns, count: u32, interval: &str) -> (u32, u32, String) {
+    let c = count.to_string();
+    let o = ns.cmd(&["busybox", "ping", "-q", "-c", &c, "-i", interval, "-W", "5", GUEST_IP]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let line = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("ping: {out}"));
     let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).take(2).collect();
     (nums[0], nums[1], out)
+}
+
+fn ping(ns: &Netns, count: u32) -> (u32, u32, String) {
+    ping_every(ns, count, "0.1")
 }
 
 /// Everything the guest does, from boot to power-off, with the host's
@@ -238,7 +248,7 @@ fn ping(ns: &Netns, count: u32) -> (u32, u32, String) {
 /// the guest's own.
 fn session(ns: &Netns, d: &Path, tag: &str, sock: &Path, qemu_server: bool) {
     let t0 = Instant::now();
-    let (rx0, tx0) = vm_counts(d);
+    let s0 = vm_stats(d);
     // The host's end of the guest's upload, listening before the guest boots.
     let upload = ns.run(|| {
         let l = TcpListener::bind(SocketAddrV4::new(HOST_IP.parse().unwrap(), 5002)).unwrap();
@@ -291,9 +301,19 @@ fn session(ns: &Netns, d: &Path, tag: &str, sock: &Path, qemu_server: bool) {
     vm.expect("LISTEN 5003");
     let (sent, got, out) = ping(ns, 10);
     assert_eq!((sent, got), (10, 10), "host -> guest ping:\n{out}");
+    // Pairs of pings 10 ms apart after a quiet 100 ms: the first request
+    // interrupts the guest at once; with a call interval above 10 ms the
+    // second one's interrupt is held back by the throttle, and nothing comes
+    // after it: it must still go once the interval is over.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(100));
+        let (sent, got, out) = ping_every(ns, 2, "0.01");
+        assert_eq!((sent, got), (2, 2), "a pair of pings 10 ms apart:\n{out}");
+    }
     // More than the guest's receive ring holds, as fast as the host sends:
     // petreld fills the ring, drops the rest (tx_full), and the guest must
     // come back: if an interrupt were lost the ring would stay full.
+    let drops0 = vm_stats(d).tx_drops;
     ns.run(|| {
         let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).unwrap();
         let buf = [0x5au8; 1400];
@@ -303,6 +323,15 @@ fn session(ns: &Netns, d: &Path, tag: &str, sock: &Path, qemu_server: bool) {
     })
     .join()
     .unwrap();
+    let dropped = vm_stats(d).tx_drops - drops0;
+    eprintln!("{tag}: burst of {BURST}: petreld dropped {dropped} for a full ring");
+    assert!(dropped > 0, "the burst never filled the guest's receive ring");
+    // The guest drains its ring (the first ping may still find it full),
+    // then answers every ping.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ping(ns, 1).1 != 1 {
+        assert!(Instant::now() < deadline, "the guest stopped receiving after the burst:\n{}", vm.console());
+    }
     let (sent, got, out) = ping(ns, 5);
     assert_eq!((sent, got), (5, 5), "host -> guest ping after the burst:\n{out}");
     ns.run(|| {
@@ -315,7 +344,8 @@ fn session(ns: &Netns, d: &Path, tag: &str, sock: &Path, qemu_server: bool) {
     .join()
     .unwrap();
     let stats = vm.expect("STATS");
-    let (rx1, tx1) = vm_counts(d);
+    let s1 = vm_stats(d);
+    let (rx0, tx0, rx1, tx1) = (s0.rx_packets, s0.tx_packets, s1.rx_packets, s1.tx_packets);
     vm.expect("DONE");
     wait_for("the guest to power off", 30, || !vm.qemu.alive());
     let (ok, log) = vm.qemu.stop();
@@ -343,8 +373,8 @@ fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
     x.as_u64().unwrap_or_else(|| panic!("no {path:?} in {v}"))
 }
 
-/// petreld listens, QEMU connects; then the VM is killed-and-booted again
-/// on the same socket (power-off, a new QEMU), petreld still running.
+/// petreld listens, QEMU connects; the guest powers off and a new QEMU
+/// boots on the same socket, petreld still running.
 #[test]
 fn qemu_vm_server_mode_and_vm_restart() {
     guest_image();
@@ -352,7 +382,7 @@ fn qemu_vm_server_mode_and_vm_restart() {
     let d = dir.path();
     let ns = Netns::new("s");
     let sock = d.join("vm.sock");
-    let mut p = petreld(&ns, d, &sock, "server");
+    let mut p = petreld(&ns, d, &sock, "server", &[]);
     wait_for("petreld's socket", 20, || sock.exists());
     session(&ns, d, "vm1", &sock, false);
     session(&ns, d, "vm2", &sock, false);
@@ -365,20 +395,32 @@ fn qemu_vm_server_mode_and_vm_restart() {
     assert_eq!(n(&s, &["mbufs_leaked"]), 0);
 }
 
-/// QEMU creates the socket (`server=on`) and waits; petreld connects.
+/// QEMU creates the socket (`server=on`) and waits; petreld connects. The
+/// first VM is killed (SIGKILL: no vhost-user goodbye) while its rings run;
+/// petreld reconnects to the next QEMU on the same path, which works fully.
+///
+/// Interrupts are throttled to one per ring per 50 ms here (20 µs by
+/// default), so many are held back, among them the last of most exchanges
+/// (the ACK of the guest's FIN when it closes a connection, say): each must
+/// still be sent once the interval is over, or the guest never counts those
+/// frames and the final count check fails.
 #[test]
-fn qemu_vm_client_mode() {
+fn qemu_vm_client_mode_and_vm_killed() {
     guest_image();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ns = Netns::new("c");
     let sock = d.join("vm.sock");
-    let mut p = petreld(&ns, d, &sock, "client");
+    let mut p = petreld(&ns, d, &sock, "client", &["--vhost-call-interval", "50000"]);
+    let mut vm = Vm::boot(d, "killed", &sock, true);
+    let out = vm.expect("PING_OUT");
+    assert!(out.starts_with("5 packets transmitted, 5 packets received"), "guest -> host ping: {out}");
+    vm.qemu.kill();
     session(&ns, d, "vm", &sock, true);
     let (ok, log) = p.stop();
     assert!(ok, "petreld failed:\n{log}");
     let s = stats(d);
-    assert_eq!(n(&s, &["vhost", "vm", "connects"]), 1, "{log}");
+    assert_eq!(n(&s, &["vhost", "vm", "connects"]), 2, "{log}");
     assert_eq!(n(&s, &["vhost", "vm", "violations"]), 0, "{log}");
     assert!(n(&s, &["vhost", "vm", "calls"]) > 0, "petreld never interrupted the guest:\n{log}");
     assert_eq!(n(&s, &["mbufs_leaked"]), 0);
