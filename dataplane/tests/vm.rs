@@ -12,11 +12,15 @@
 //! 2 MiB of TCP each way checked by SHA-256, a UDP burst larger than the
 //! guest's receive ring then pings again (the ring must not stay stuck), and
 //! at the end the guest's own interface counters must equal what petreld
-//! says it gave and took on the port.
+//! says it gave and took on the port. Both socket modes; in server mode a
+//! second VM boots on the same socket after the first powers off; in client
+//! mode the first VM is SIGKILLed and the interrupt throttle is raised to
+//! 50 ms, with pairs of pings that need a held-back interrupt to be sent.
 //!
 //! QEMU runs with TCG: this machine's `/dev/kvm` is nested and hangs the
 //! guest before its kernel starts. `PETREL_VM_ACCEL=kvm` tries KVM instead.
-//! A missing QEMU or image is a failure that says what to run, never a skip.
+//! The device uses INTx, not MSI-X (see [`Vm::boot`]). A missing QEMU or
+//! image is a failure that says what to run, never a skip.
 #![cfg(feature = "dpdk")]
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
