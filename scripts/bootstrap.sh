@@ -26,9 +26,11 @@ fi
 #           (kubernetes-validate, below, checks deploy/)
 #   metrics: prometheus (promtool: the tests check every /metrics scrape with `promtool check metrics`;
 #           the prometheus server it brings is never started here)
+#   VM:     qemu-system-x86 (dataplane/tests/vm.rs boots a Linux guest on a vhost-user port), and for
+#           scripts/vm-guest.sh, which builds that guest: busybox-static, cpio, kmod (modinfo)
 PKGS=(libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config python3-scapy tshark iproute2
       ovn-central ovn-host openvswitch-switch procps iputils-ping containernetworking-plugins python3-venv
-      prometheus openvswitch-switch-dpdk)
+      prometheus openvswitch-switch-dpdk qemu-system-x86 busybox-static cpio kmod)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -73,4 +75,8 @@ if [[ ! -x $KV_VENV/bin/kubernetes-validate ]]; then
     /usr/bin/python3 -m venv "$KV_VENV"
     "$KV_VENV/bin/pip" install -q 'kubernetes-validate==1.37.0' >/dev/null
 fi
+# The guest of dataplane/tests/vm.rs: a Debian kernel and an initramfs in
+# target/vm (apt-get download; cached, rebuilt when the script or the
+# kernel package changes).
+"$(dirname "$0")/vm-guest.sh" >/dev/null
 log "ready: $(grep HugePages_Free /proc/meminfo | tr -s ' '), DPDK $(pkg-config --modversion libdpdk)"

@@ -82,6 +82,11 @@ pub struct Cli {
     /// power, and lets PMDs that share a CPU hand it over when they run dry.
     #[arg(long, value_name = "US")]
     pub pmd_sleep_max: Option<u64>,
+    /// At most one interrupt (call eventfd write) per vhost-user ring every US µs
+    /// (1..=1000000; default 20). One held back is sent once the interval is
+    /// over, as soon as the PMD has nothing queued for the port.
+    #[arg(long, value_name = "US")]
+    pub vhost_call_interval: Option<u64>,
     /// Print per-port rates and counters every SECS seconds (default: only at exit).
     #[arg(long, value_name = "SECS")]
     pub stats_interval: Option<f64>,
@@ -134,6 +139,8 @@ pub struct FileConfig {
     pub tx_drain_us: Option<u64>,
     /// As `--pmd-sleep-max`.
     pub pmd_sleep_max: Option<u64>,
+    /// As `--vhost-call-interval`.
+    pub vhost_call_interval: Option<u64>,
     /// As `--stats-interval`.
     pub stats_interval: Option<f64>,
     /// As `--control-socket`.
@@ -313,6 +320,8 @@ pub struct Plan {
     pub tx_drain_us: u64,
     /// Longest sleep of a lightly loaded PMD per poll, µs (0: never sleeps).
     pub pmd_sleep_max_us: u64,
+    /// Shortest time between two interrupts of one vhost-user ring, µs.
+    pub vhost_call_interval_us: u64,
     /// Stats print interval.
     pub stats_interval: Option<f64>,
     /// Idle exit.
@@ -533,6 +542,7 @@ impl Cli {
         neighbors.extend(self.neighbor);
         let eal = self.eal_args.or(file.eal_args.take()).unwrap_or_default();
         let file_sleep = file.pmd_sleep_max;
+        let file_call = file.vhost_call_interval;
         let pmd_cores = parse_cpu_list(&self.pmd_cores.or(file.pmd_cores.take()).unwrap_or_else(|| "1".to_owned()))?;
         let mut plan =
             build_plan(file, &eal, pmd_cores, self.mbufs, self.tx_drain_us, self.stats_interval, self.exit_when_idle)?;
@@ -540,6 +550,10 @@ impl Cli {
         plan.pmd_sleep_max_us = self.pmd_sleep_max.or(file_sleep).unwrap_or(0);
         if plan.pmd_sleep_max_us > MAX_PMD_SLEEP_US {
             bail!("--pmd-sleep-max {} µs: at most {MAX_PMD_SLEEP_US}", plan.pmd_sleep_max_us);
+        }
+        plan.vhost_call_interval_us = self.vhost_call_interval.or(file_call).unwrap_or(20);
+        if !(1..=1_000_000).contains(&plan.vhost_call_interval_us) {
+            bail!("--vhost-call-interval {} µs: must be 1..=1000000", plan.vhost_call_interval_us);
         }
         if plan.ports.is_empty() && control_socket.is_none() {
             bail!(
@@ -726,6 +740,7 @@ fn build_plan(
         mbufs: mbufs.or(file.mbufs).unwrap_or(16383),
         tx_drain_us: tx_drain_us.or(file.tx_drain_us).unwrap_or(0),
         pmd_sleep_max_us: 0,
+        vhost_call_interval_us: 20,
         stats_interval: stats_interval.or(file.stats_interval),
         exit_when_idle_ms,
         control_socket: None,

@@ -113,8 +113,8 @@ impl PortSet {
             links: Vec::new(),
             pool,
             n_pmd: n_pmd.max(1),
-            // At most one interrupt per ring every 20 µs.
-            call_interval: tsc_hz / 50_000,
+            // At most one interrupt per ring every that many µs.
+            call_interval: tsc_hz / 1_000_000 * plan.vhost_call_interval_us,
         };
         let mut entries = Vec::new();
         for p in &plan.ports {

@@ -90,6 +90,7 @@ impl Device {
     /// A device for `port`, as after a reset.
     pub fn new(port: Arc<Port>, call_interval: u64) -> Self {
         let n = port.n_vrings();
+        port.set_call_interval(call_interval);
         Device {
             port,
             features: 0,

@@ -14,8 +14,9 @@
 //!   violation.
 //!
 //! Threads: protocol messages are handled only on the management thread;
-//! PMDs only call [`Port::dequeue`] and [`Port::enqueue`], which never block,
-//! allocate, lock or make a syscall other than a throttled eventfd write.
+//! PMDs only call [`Port::dequeue`], [`Port::enqueue`] and
+//! [`Port::flush_owed_call`], which never block, allocate, lock or make a
+//! syscall other than a throttled eventfd write.
 //!
 //! `unsafe` is allowed only in `memory` and `virtq` (STYLE.md).
 #![deny(unsafe_code)]
@@ -33,7 +34,7 @@ pub mod virtq;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use virtq::guard::Guarded;
-use virtq::{Violation, Vring};
+use virtq::{Violation, Vring, VringCounters};
 
 /// A packet buffer the fast path copies into (dequeue) or out of (enqueue);
 /// an mbuf in `petreld`.
@@ -67,6 +68,8 @@ pub struct PortCounters {
     pub violations: AtomicU64,
     /// Packets dropped by the vrings (too long, too short), published by the PMDs.
     pub dropped: AtomicU64,
+    /// Interrupts signalled to the guest (call eventfd writes), published by the PMDs.
+    pub calls: AtomicU64,
 }
 
 /// One vhost-user port as PMDs and the management thread share it.
@@ -82,9 +85,23 @@ pub struct Port {
     broken: AtomicBool,
     last_violation: AtomicU8,
     state: AtomicU8,
+    /// Per queue pair: an interrupt the guest's receive ring may still be
+    /// owed ([`Port::flush_owed_call`]).
+    owed: Box<[OwedCall]>,
+    /// TSC ticks between two interrupts of one ring (as the rings use).
+    call_interval: AtomicU64,
     /// Counters.
     pub counters: PortCounters,
 }
+
+/// [`OwedCall`]: an enqueue published used entries; no idle check yet.
+const OWED_UNCHECKED: u64 = u64::MAX;
+
+/// 0: nothing owed; [`OWED_UNCHECKED`]; else the TSC of the first idle
+/// check. Aligned so that PMDs owning different queue pairs never share a line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct OwedCall(AtomicU64);
 
 impl Port {
     /// A port with `n_qp` queue pairs (1..=128), not connected.
@@ -100,6 +117,8 @@ impl Port {
             broken: AtomicBool::new(false),
             last_violation: AtomicU8::new(0),
             state: AtomicU8::new(PortState::Waiting as u8),
+            owed: (0..n_qp).map(|_| OwedCall::default()).collect(),
+            call_interval: AtomicU64::new(0),
             counters: PortCounters::default(),
         }
     }
@@ -127,6 +146,10 @@ impl Port {
         self.state.store(s as u8, Ordering::Relaxed);
     }
 
+    pub(crate) fn set_call_interval(&self, ticks: u64) {
+        self.call_interval.store(ticks, Ordering::Relaxed);
+    }
+
     pub(crate) fn vring(&self, i: usize) -> &Guarded<Vring> {
         &self.vrings[i]
     }
@@ -146,12 +169,19 @@ impl Port {
         self.broken.store(true, Ordering::Release);
     }
 
+    /// Adds what the ring counted since `before` to the port's counters.
     #[inline]
-    fn publish_drops(&self, before: u64, ring: &Vring) {
-        let d = ring.counters.dropped - before;
+    fn publish(&self, before: VringCounters, ring: &Vring) {
+        let d = ring.counters.dropped - before.dropped;
         if d > 0 {
             let c = &self.counters.dropped;
             c.store(c.load(Ordering::Relaxed) + d, Ordering::Relaxed);
+        }
+        // At most one per ring per call interval: a locked add is cheap here,
+        // and two PMDs may publish for different rings of the port at once.
+        let calls = ring.counters.calls - before.calls;
+        if calls > 0 {
+            self.counters.calls.fetch_add(calls, Ordering::Relaxed);
         }
     }
 
@@ -170,9 +200,9 @@ impl Port {
         if ring.broken {
             return 0;
         }
-        let before = ring.counters.dropped;
+        let before = ring.counters;
         let r = ring.dequeue(bufs, alloc);
-        self.publish_drops(before, &ring);
+        self.publish(before, &ring);
         match r {
             Ok(n) => n,
             Err(v) => {
@@ -191,9 +221,16 @@ impl Port {
         if ring.broken {
             return 0;
         }
-        let before = ring.counters.dropped;
+        let before = ring.counters;
         let r = ring.enqueue(pkts);
-        self.publish_drops(before, &ring);
+        self.publish(before, &ring);
+        if ring.counters.packets != before.packets || ring.counters.dropped != before.dropped {
+            // Used entries were published; their interrupt may have been
+            // throttled (deferred to the ring's next enqueue).
+            if let Some(o) = self.owed.get(qp) {
+                o.0.store(OWED_UNCHECKED, Ordering::Relaxed);
+            }
+        }
         match r {
             Ok(n) => n,
             Err(v) => {
@@ -201,5 +238,142 @@ impl Port {
                 0
             }
         }
+    }
+
+    /// PMD, on every poll for each queue pair it transmits on whose batch
+    /// is empty: signals the interrupt an earlier [`Port::enqueue`] may have
+    /// left pending. `clock` reads the TSC; it is called only when something
+    /// may be owed, which costs one relaxed load to find out.
+    ///
+    /// A ring throttles its interrupts: a used-ring update within the call
+    /// interval of its previous interrupt only marks one pending, signalled
+    /// at the start of the ring's next dequeue or enqueue. The guest's
+    /// receive ring is enqueued to only when packets come for it, so after
+    /// the last packet of a burst nothing else would signal it, and a guest
+    /// that sleeps until interrupted (a kernel virtio-net driver) would not
+    /// see those packets until more arrive.
+    ///
+    /// The first check after an enqueue only notes the time (it follows the
+    /// enqueue, so the ring's last interrupt is older). Once a full interval
+    /// has passed since then, the ring's throttle has expired too: one check
+    /// enters the ring and signals what is pending, if anything (nothing when
+    /// the guest asked for no interrupt, or there is no eventfd), and the
+    /// debt is settled. So a held-back interrupt goes at most one interval
+    /// after its packets, and the ring is entered once per enqueue, not on
+    /// every poll.
+    #[inline]
+    pub fn flush_owed_call(&self, qp: usize, clock: impl FnOnce() -> u64) {
+        let Some(owed) = self.owed.get(qp) else { return };
+        let first = owed.0.load(Ordering::Relaxed);
+        if first == 0 {
+            return;
+        }
+        let now = clock();
+        if first == OWED_UNCHECKED {
+            owed.0.store(now.clamp(1, OWED_UNCHECKED - 1), Ordering::Relaxed);
+            return;
+        }
+        if now.wrapping_sub(first) < self.call_interval.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(g) = self.vrings.get(2 * qp) else { return };
+        // Busy or not live: try again on the next poll.
+        let Some(mut ring) = g.enter() else { return };
+        let before = ring.counters;
+        ring.flush_call();
+        self.publish(before, &ring);
+        owed.0.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    use rustix::event::{eventfd, EventfdFlags};
+
+    use super::*;
+    use crate::virtq::testing::{MockGuest, VecBuf, AVAIL, BUFS, DESC, USED};
+    use crate::virtq::{RingAddrs, RingFeatures, AVAIL_F_NO_INTERRUPT, DESC_F_WRITE, NET_HDR_LEN};
+
+    fn tsc() -> u64 {
+        #[allow(unsafe_code)]
+        // SAFETY: rdtsc has no preconditions.
+        unsafe {
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+
+    /// How many interrupts the eventfd holds (and resets it).
+    fn take(efd: &std::os::fd::OwnedFd) -> u64 {
+        let mut b = [0u8; 8];
+        match rustix::io::read(efd, &mut b) {
+            Ok(8) => u64::from_ne_bytes(b),
+            _ => 0,
+        }
+    }
+
+    /// A throttled interrupt on the guest's receive ring is signalled by the
+    /// idle check, not left until more packets come; when the guest wants
+    /// none, the check settles after one interval without signalling.
+    #[test]
+    fn test_throttled_call_is_flushed_when_idle() {
+        // ~25-50 ms: long enough that two enqueues in a row fall within it.
+        const INTERVAL: u64 = 100_000_000;
+        let mut g = MockGuest::new(64);
+        let port = Port::new("t", 1);
+        port.set_call_interval(INTERVAL);
+        let efd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC).expect("eventfd");
+        {
+            let mut q = port.vring(0).quiesce();
+            q.set_call_interval(INTERVAL);
+            let feat = RingFeatures { hdr_len: NET_HDR_LEN, mergeable: true, indirect: false };
+            let addrs = RingAddrs { desc: DESC, avail: AVAIL, used: USED };
+            q.activate(&g.mem, 64, addrs, 0, feat, efd.as_raw_fd()).expect("activate");
+            q.resume();
+        }
+        for i in 0..8u16 {
+            g.set_desc(i, BUFS + 0x1000 * u64::from(i), 2048, DESC_F_WRITE, 0);
+            g.push_avail(i);
+        }
+        let pkt = [Some(VecBuf::from_data(&[0x42; 60]))];
+        let calls = || port.counters.calls.load(Ordering::Relaxed);
+        let owed = || port.owed[0].0.load(Ordering::Relaxed);
+
+        // The first packet interrupts at once; the second, within the
+        // interval, only marks one pending.
+        assert_eq!(port.enqueue(0, &pkt), 1);
+        assert_eq!((calls(), take(&efd)), (1, 1));
+        assert_eq!(port.enqueue(0, &pkt), 1);
+        assert_eq!(g.used_idx(), 2);
+        assert_eq!((calls(), take(&efd)), (1, 0), "the second interrupt is throttled");
+        assert_eq!(owed(), OWED_UNCHECKED);
+        // No more packets come: the idle check signals it once the interval is over.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while calls() == 1 {
+            assert!(Instant::now() < deadline, "the throttled interrupt was never signalled");
+            port.flush_owed_call(0, tsc);
+        }
+        assert_eq!((calls(), take(&efd)), (2, 1));
+        assert_eq!(owed(), 0, "settled");
+        port.flush_owed_call(0, || panic!("nothing owed: no clock, no ring"));
+
+        // The guest turns interrupts off (NAPI polling): nothing is signalled,
+        // and the check settles one interval after its first look.
+        g.write(AVAIL, &AVAIL_F_NO_INTERRUPT.to_le_bytes());
+        let t0 = tsc();
+        while tsc().wrapping_sub(t0) < INTERVAL {} // out of the throttle window
+        assert_eq!(port.enqueue(0, &pkt), 1);
+        assert_eq!(owed(), OWED_UNCHECKED);
+        port.flush_owed_call(0, tsc);
+        let first = owed();
+        assert!(first != 0 && first != OWED_UNCHECKED);
+        while owed() != 0 {
+            assert!(Instant::now() < deadline, "the check never settled");
+            port.flush_owed_call(0, tsc);
+        }
+        assert!(tsc().wrapping_sub(first) >= INTERVAL);
+        assert_eq!((calls(), take(&efd)), (2, 0), "no interrupt the guest did not want");
     }
 }

@@ -339,12 +339,13 @@ fn final_report(
         let c = &v.counters;
         let _ = writeln!(
             s,
-            "vhost-user {}: connects {} disconnects {} violations {} dropped {}",
+            "vhost-user {}: connects {} disconnects {} violations {} dropped {} calls {}",
             v.name(),
             c.connects.load(Ordering::Relaxed),
             c.disconnects.load(Ordering::Relaxed),
             c.violations.load(Ordering::Relaxed),
-            c.dropped.load(Ordering::Relaxed)
+            c.dropped.load(Ordering::Relaxed),
+            c.calls.load(Ordering::Relaxed)
         );
     }
     for r in DropReason::ALL {
@@ -417,6 +418,7 @@ fn stats_json(
                     "disconnects": c.disconnects.load(Ordering::Relaxed),
                     "violations": c.violations.load(Ordering::Relaxed),
                     "dropped": c.dropped.load(Ordering::Relaxed),
+                    "calls": c.calls.load(Ordering::Relaxed),
                 }),
             )
         })

@@ -1098,12 +1098,18 @@ impl Engine {
         self.counters.drops[DropReason::TxFull.index()] += left as u64;
     }
 
-    /// Flushes every batch whose oldest packet has waited the drain interval.
+    /// Flushes every batch whose oldest packet has waited the drain
+    /// interval; a port with nothing queued gets its `tx_idle` (a throttled
+    /// vhost-user interrupt is signalled there).
     #[inline]
     pub fn flush_due(&mut self, now: u64) {
         for o in 0..self.tx.len() {
             let tx = &self.tx[o];
-            if !tx.pending.is_empty() && now.wrapping_sub(tx.since) >= self.drain_ticks {
+            if tx.pending.is_empty() {
+                if let Some(q) = &tx.q {
+                    q.tx_idle();
+                }
+            } else if now.wrapping_sub(tx.since) >= self.drain_ticks {
                 self.flush(o);
             }
         }

@@ -288,6 +288,17 @@ impl QueueHandle {
             QueueHandle::Vhost(q) => q.tx_burst(burst),
         }
     }
+
+    /// Called on every poll while this PMD has nothing queued for the port:
+    /// a vhost-user port signals an interrupt its last transmit left
+    /// throttled (else a guest that sleeps until interrupted would not see
+    /// the last packets of a burst); an ethdev has nothing to do.
+    #[inline]
+    pub fn tx_idle(&self) {
+        if let QueueHandle::Vhost(q) = self {
+            q.tx_idle();
+        }
+    }
 }
 
 /// One PMD's access to an ethdev: its rx queue (if it polls one) and its own tx queue.

@@ -50,4 +50,11 @@ impl VhostQueue {
         burst.free_front(n);
         n
     }
+
+    /// See [`super::QueueHandle::tx_idle`]: signals an interrupt a
+    /// throttled enqueue left pending (one relaxed load when none is).
+    #[inline]
+    pub fn tx_idle(&self) {
+        self.port.flush_owed_call(usize::from(self.txq), super::eal::rdtsc);
+    }
 }

@@ -63,6 +63,17 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// SIGKILL (a crash, no cleanup), then reap; returns the log.
+    pub fn kill(&mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.log()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
