@@ -294,16 +294,8 @@ mod tests {
     use rustix::event::{eventfd, EventfdFlags};
 
     use super::*;
-    use crate::virtq::testing::{MockGuest, VecBuf, AVAIL, BUFS, DESC, USED};
+    use crate::virtq::testing::{tsc, MockGuest, VecBuf, AVAIL, BUFS, DESC, USED};
     use crate::virtq::{RingAddrs, RingFeatures, AVAIL_F_NO_INTERRUPT, DESC_F_WRITE, NET_HDR_LEN};
-
-    fn tsc() -> u64 {
-        #[allow(unsafe_code)]
-        // SAFETY: rdtsc has no preconditions.
-        unsafe {
-            core::arch::x86_64::_rdtsc()
-        }
-    }
 
     /// How many interrupts the eventfd holds (and resets it).
     fn take(efd: &std::os::fd::OwnedFd) -> u64 {

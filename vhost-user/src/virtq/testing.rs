@@ -13,6 +13,11 @@ use crate::memory::{GuestMemory, RegionSpec};
 use crate::virtq::{RingAddrs, RingFeatures, Violation, Vring};
 use crate::PktBuf;
 
+/// The TSC, as the rings read it for their interrupt throttle.
+pub fn tsc() -> u64 {
+    super::now_ticks()
+}
+
 /// Guest address of the memory's first byte.
 pub const BASE: u64 = 0x10_0000;
 /// Descriptor table.
