@@ -377,6 +377,18 @@ fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
     x.as_u64().unwrap_or_else(|| panic!("no {path:?} in {v}"))
 }
 
+/// Stops petreld and checks its final report: two connections (one per
+/// VM), no violation, interrupts sent, no mbuf missing.
+fn stop_after_two_vms(mut p: Proc, d: &Path) {
+    let (ok, log) = p.stop();
+    assert!(ok, "petreld failed:\n{log}");
+    let s = stats(d);
+    assert_eq!(n(&s, &["vhost", "vm", "connects"]), 2, "{log}");
+    assert_eq!(n(&s, &["vhost", "vm", "violations"]), 0, "{log}");
+    assert!(n(&s, &["vhost", "vm", "calls"]) > 0, "petreld never interrupted the guest:\n{log}");
+    assert_eq!(n(&s, &["mbufs_leaked"]), 0);
+}
+
 /// petreld listens, QEMU connects; the guest powers off and a new QEMU
 /// boots on the same socket, petreld still running.
 #[test]
@@ -386,17 +398,11 @@ fn qemu_vm_server_mode_and_vm_restart() {
     let d = dir.path();
     let ns = Netns::new("s");
     let sock = d.join("vm.sock");
-    let mut p = petreld(&ns, d, &sock, "server", &[]);
+    let p = petreld(&ns, d, &sock, "server", &[]);
     wait_for("petreld's socket", 20, || sock.exists());
     session(&ns, d, "vm1", &sock, false);
     session(&ns, d, "vm2", &sock, false);
-    let (ok, log) = p.stop();
-    assert!(ok, "petreld failed:\n{log}");
-    let s = stats(d);
-    assert_eq!(n(&s, &["vhost", "vm", "connects"]), 2, "{log}");
-    assert_eq!(n(&s, &["vhost", "vm", "violations"]), 0, "{log}");
-    assert!(n(&s, &["vhost", "vm", "calls"]) > 0, "petreld never interrupted the guest:\n{log}");
-    assert_eq!(n(&s, &["mbufs_leaked"]), 0);
+    stop_after_two_vms(p, d);
 }
 
 /// QEMU creates the socket (`server=on`) and waits; petreld connects. The
@@ -415,17 +421,11 @@ fn qemu_vm_client_mode_and_vm_killed() {
     let d = dir.path();
     let ns = Netns::new("c");
     let sock = d.join("vm.sock");
-    let mut p = petreld(&ns, d, &sock, "client", &["--vhost-call-interval", "50000"]);
+    let p = petreld(&ns, d, &sock, "client", &["--vhost-call-interval", "50000"]);
     let mut vm = Vm::boot(d, "killed", &sock, true);
     let out = vm.expect("PING_OUT");
     assert!(out.starts_with("5 packets transmitted, 5 packets received"), "guest -> host ping: {out}");
     vm.qemu.kill();
     session(&ns, d, "vm", &sock, true);
-    let (ok, log) = p.stop();
-    assert!(ok, "petreld failed:\n{log}");
-    let s = stats(d);
-    assert_eq!(n(&s, &["vhost", "vm", "connects"]), 2, "{log}");
-    assert_eq!(n(&s, &["vhost", "vm", "violations"]), 0, "{log}");
-    assert!(n(&s, &["vhost", "vm", "calls"]) > 0, "petreld never interrupted the guest:\n{log}");
-    assert_eq!(n(&s, &["mbufs_leaked"]), 0);
+    stop_after_two_vms(p, d);
 }
